@@ -1,1 +1,105 @@
+//! wharf's HTTP API: authenticates callers, validates and enqueues jobs, shows them, and lets
+//! on-call staff work the dead-letter queue. Every error is an RFC 9457 problem.
+//!
+//! ```no_run
+//! # async fn run(store: std::sync::Arc<dyn wharf_jobs::Store>) -> std::io::Result<()> {
+//! let app = wharf_api::app(wharf_api::ApiState { store, public_url: "http://127.0.0.1:4000".into() });
+//! poem::Server::new(poem::listener::TcpListener::bind("127.0.0.1:4000")).run(app).await
+//! # }
+//! ```
 
+mod auth;
+mod body;
+mod dead_letters;
+mod emails;
+mod health;
+mod idempotency;
+mod jobs;
+mod payloads;
+pub mod problem;
+pub mod trace;
+pub mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+use wharf_jobs::{JobId, Store};
+
+/// What the API needs to run.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    /// The URL clients reach the API at, without a trailing slash (`http://127.0.0.1:4000`):
+    /// status URLs and the OpenAPI document's server are built from it.
+    pub public_url: String,
+}
+
+/// State shared by the handlers.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub public_url: String,
+    pub auth: auth::Authenticator,
+}
+
+impl Shared {
+    pub fn status_url(&self, id: JobId) -> String {
+        format!("{}/v1/jobs/{id}", self.public_url)
+    }
+}
+
+#[derive(Tags)]
+pub(crate) enum Tag {
+    /// Submit work and follow it.
+    Jobs,
+    /// Failed work: inspect, replay, discard.
+    DeadLetters,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+type Apis = (health::HealthApi, emails::EmailsApi, jobs::JobsApi, dead_letters::DeadLettersApi);
+
+fn service(state: ApiState) -> OpenApiService<Apis, ()> {
+    let public_url = state.public_url.trim_end_matches('/').to_string();
+    let shared = Arc::new(Shared {
+        auth: auth::Authenticator::new(state.store.clone()),
+        store: state.store,
+        public_url: public_url.clone(),
+    });
+    let apis = (
+        health::HealthApi(shared.clone()),
+        emails::EmailsApi(shared.clone()),
+        jobs::JobsApi(shared.clone()),
+        dead_letters::DeadLettersApi(shared),
+    );
+    OpenApiService::new(apis, "wharf", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Durable jobs over HTTP. Authenticate with `Authorization: Bearer <api key>`. Every POST \
+             honours an `Idempotency-Key` header for 24 h. A W3C `traceparent` header is carried \
+             into the jobs a request enqueues. Errors are RFC 9457 `application/problem+json`.",
+        )
+        .server(public_url)
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi_json(state: ApiState) -> String {
+    service(state).spec()
+}
+
+/// The whole API, ready for `poem::Server`: `/v1/…`, `/healthz`, `/readyz`, `/openapi.json`
+/// and `/docs` (Swagger UI).
+pub fn app(state: ApiState) -> impl Endpoint {
+    let service = service(state);
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", service)
+        .around(|ep, req| problem::ensure(ep, req))
+        .around(|ep, req| trace::instrument(ep, req))
+}

@@ -1,1 +1,10 @@
+//! Worker pools: the runtime that claims, runs and settles jobs, and one module per job kind.
 
+pub mod diagnostic;
+pub mod email;
+pub mod handler;
+pub mod kinds;
+pub mod registry;
+pub mod runtime;
+
+pub use handler::{Handler, JobContext, JobError, JobResult};

@@ -1,0 +1,12 @@
+//! Queue names, shared by the API (which enqueues) and the worker pools (which claim).
+//! Explicit constants: a queue's name is part of the stored data and must never follow a
+//! Rust type path.
+
+pub const EMAIL: &str = "email";
+/// No-op, sleep, crash and fail jobs for benchmarks and failure tests. Never exposed by the API.
+pub const DIAGNOSTIC: &str = "diagnostic";
+
+/// Pools `wharf serve` and `wharf worker` run when none are named.
+pub const PRODUCTION_POOLS: &[&str] = &[EMAIL];
+/// Every queue a worker may be asked to run.
+pub const ALL: &[&str] = &[EMAIL, DIAGNOSTIC];

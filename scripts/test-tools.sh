@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Python tools wharf's tests use (SMTP sink: aiosmtpd) into a venv, idempotently.
+#
+#   scripts/test-tools.sh            # installs (fast when already installed)
+#   eval "$(scripts/test-tools.sh | grep '^WHARF_PYTHON=')"; export WHARF_PYTHON
+#
+# The venv lives at ${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/venv. The last line printed is
+# `WHARF_PYTHON=<path to the venv's python>`, which the tests read.
+set -euo pipefail
+
+AIOSMTPD_VERSION="1.4.6"
+
+tools_dir="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}"
+venv="$tools_dir/venv"
+py="$venv/bin/python"
+
+base_python="${PYTHON:-python3}"
+if ! command -v "$base_python" >/dev/null 2>&1; then
+    echo "test-tools: $base_python not found; install Python 3 (apt-get install python3 python3-venv)" >&2
+    exit 1
+fi
+
+if [ ! -x "$py" ]; then
+    echo "test-tools: creating venv at $venv" >&2
+    mkdir -p "$tools_dir"
+    "$base_python" -m venv "$venv"
+fi
+
+# Fast path: the pinned version already imports.
+installed() {
+    "$py" - "$AIOSMTPD_VERSION" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import aiosmtpd  # noqa: F401
+sys.exit(0 if version("aiosmtpd") == sys.argv[1] else 1)
+PY
+}
+
+if ! installed; then
+    echo "test-tools: installing aiosmtpd==$AIOSMTPD_VERSION" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+    installed || { echo "test-tools: aiosmtpd still does not import from $py" >&2; exit 1; }
+fi
+
+echo "WHARF_PYTHON=$py"

@@ -1,0 +1,60 @@
+//! The one place where job kinds meet their handlers and retry policies.
+
+use std::{path::Path, time::Duration};
+
+use wharf_jobs::{
+    config::{ConfigError, Env},
+    kinds::{diagnostic::DiagnosticJob, email::EmailJob},
+    retry::RetryPolicy,
+};
+
+use crate::{
+    diagnostic::DiagnosticHandler,
+    email::{EmailConfig, EmailHandler},
+    registry::Registry,
+};
+
+/// Defaults inherited from the replaced system (PRODUCT §3).
+pub const EMAIL_RETRY: RetryPolicy = RetryPolicy::new(5, Duration::from_secs(30), Duration::from_secs(600));
+pub const DIAGNOSTIC_RETRY: RetryPolicy = RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(10));
+
+/// `{PREFIX}_MAX_ATTEMPTS`, `{PREFIX}_RETRY_BASE_MS`, `{PREFIX}_RETRY_MAX_MS` over the defaults.
+pub fn retry_from_env(env: &Env, prefix: &str, default: RetryPolicy) -> Result<RetryPolicy, ConfigError> {
+    let max_var = format!("{prefix}_MAX_ATTEMPTS");
+    let max_attempts = env.parse_or::<i32>(&max_var, default.max_attempts)?;
+    if max_attempts < 1 {
+        return Err(ConfigError::new(&max_var, "must be at least 1"));
+    }
+    let base = env.millis_or(&format!("{prefix}_RETRY_BASE_MS"), default.base)?;
+    let max_name = format!("{prefix}_RETRY_MAX_MS");
+    let max = env.millis_or(&max_name, default.max)?;
+    if max < base {
+        return Err(ConfigError::new(&max_name, "must not be smaller than the base delay"));
+    }
+    Ok(RetryPolicy { max_attempts, base, max, jitter: default.jitter })
+}
+
+/// Every kind this build can run, configured from the environment.
+pub fn registry(env: &Env, data_dir: &Path) -> Result<Registry, ConfigError> {
+    let mut r = Registry::new();
+    let email = EmailConfig::from_env(env, &data_dir.join("outbox"))?;
+    r.register::<EmailJob, _>(EmailHandler::new(&email)?, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
+    r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_policy_from_env_names_bad_variables() {
+        let env = Env::from_pairs([("EMAIL_MAX_ATTEMPTS", "2"), ("EMAIL_RETRY_BASE_MS", "100")]);
+        let p = retry_from_env(&env, "EMAIL", EMAIL_RETRY).unwrap();
+        assert_eq!((p.max_attempts, p.base, p.max), (2, Duration::from_millis(100), Duration::from_secs(600)));
+        let env = Env::from_pairs([("EMAIL_MAX_ATTEMPTS", "0")]);
+        assert_eq!(retry_from_env(&env, "EMAIL", EMAIL_RETRY).unwrap_err().var, "EMAIL_MAX_ATTEMPTS");
+        let env = Env::from_pairs([("EMAIL_RETRY_BASE_MS", "5000"), ("EMAIL_RETRY_MAX_MS", "10")]);
+        assert_eq!(retry_from_env(&env, "EMAIL", EMAIL_RETRY).unwrap_err().var, "EMAIL_RETRY_MAX_MS");
+    }
+}
