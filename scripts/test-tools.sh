@@ -15,12 +15,18 @@ venv="$tools_dir/venv"
 py="$venv/bin/python"
 
 base_python="${PYTHON:-python3}"
-if ! command -v "$base_python" >/dev/null 2>&1; then
-    echo "test-tools: $base_python not found; install Python 3 (apt-get install python3 python3-venv)" >&2
-    exit 1
+
+# A venv whose interpreter no longer runs (Python upgraded or removed) is made again.
+if [ -e "$venv" ] && ! "$py" -c 'import sys' >/dev/null 2>&1; then
+    echo "test-tools: $venv is broken; recreating it" >&2
+    rm -rf "$venv"
 fi
 
 if [ ! -x "$py" ]; then
+    if ! command -v "$base_python" >/dev/null 2>&1; then
+        echo "test-tools: $base_python not found; install Python 3 (apt-get install python3 python3-venv)" >&2
+        exit 1
+    fi
     echo "test-tools: creating venv at $venv" >&2
     mkdir -p "$tools_dir"
     "$base_python" -m venv "$venv"

@@ -74,8 +74,10 @@ fn field_error(prefix: &str, path: &str, message: &str) -> FieldError {
     } else {
         (None, message.to_string())
     };
+    let path = path.trim_end_matches('?').trim_end_matches('.');
+    // serde_path_to_error puts an unknown field's own name at the end of the path already.
+    let leaf = leaf.filter(|l| path.rsplit(['.', '[']).next() != Some(l.as_str()));
     let mut field = prefix.to_string();
-    let path = path.trim_end_matches("?").trim_end_matches('.');
     for part in [path, leaf.as_deref().unwrap_or("")] {
         if part.is_empty() || part == "." {
             continue;

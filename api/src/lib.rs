@@ -25,7 +25,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wharf_jobs::{JobId, Store};
 
@@ -92,7 +92,7 @@ pub fn openapi_json(state: ApiState) -> String {
 
 /// The whole API, ready for `poem::Server`: `/v1/…`, `/healthz`, `/readyz`, `/openapi.json`
 /// and `/docs` (Swagger UI).
-pub fn app(state: ApiState) -> impl Endpoint {
+pub fn app(state: ApiState) -> impl Endpoint<Output = Response> {
     let service = service(state);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();

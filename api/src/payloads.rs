@@ -71,6 +71,6 @@ mod tests {
         assert_eq!(v, json!({"from": "x@example.com", "to": ["a@example.com"], "subject": "s", "text": "t"}));
         assert_eq!(check("other", json!({"a": 1}), "payload").unwrap(), json!({"a": 1}));
         assert!(check("diagnostic", json!({"op": "noop"}), "payload").is_ok());
-        assert_eq!(fields(check("diagnostic", json!({"op": "boom"}), "payload").unwrap_err()), vec!["payload"]);
+        assert_eq!(fields(check("diagnostic", json!({"op": "boom"}), "payload").unwrap_err()), vec!["payload.op"]);
     }
 }

@@ -140,6 +140,15 @@ impl WharfProcess {
         None
     }
 
+    /// Waits (up to 60 s) and tells whether it exited successfully; prints its log if not.
+    pub async fn wait_exit_ok(mut self) -> bool {
+        let ok = self.wait_exit(Duration::from_secs(60)).await.is_some_and(|s| s.success());
+        if !ok {
+            eprintln!("--- wharf log ---\n{}", self.logs());
+        }
+        ok
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -320,4 +329,32 @@ pub fn outbox_messages(dir: &Path) -> Vec<String> {
 
 pub fn admin_scopes() -> Vec<Scope> {
     vec![Scope::Admin]
+}
+
+/// Generates `<name>::postgres` and `<name>::sqlite` tests from `async fn <name>(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            }
+        )*
+    };
+}
+
+/// Enqueues a diagnostic job for `tenant` straight into the store; returns its id.
+pub async fn enqueue_diagnostic(store: &dyn Store, tenant: &str, job: wharf_jobs::kinds::diagnostic::DiagnosticJob) -> String {
+    use wharf_jobs::kinds::JobKind;
+    let new = job.into_job(tenant);
+    let id = new.id.to_string();
+    store.enqueue(new, None).await.expect("enqueue");
+    id
 }

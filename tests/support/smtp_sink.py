@@ -58,7 +58,9 @@ def main():
 
         def auth(server, session, envelope, mechanism, data):
             ok = isinstance(data, LoginPassword) and data.login == user and data.password == password
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd then answers "535 5.7.8" itself. (With the default,
+            # handled=True, a failed AUTH gets no reply at all and the client hangs.)
+            return AuthResult(success=ok, handled=False)
 
         kwargs.update(authenticator=auth, auth_required=True, auth_require_tls=bool(a.tls))
 

@@ -43,6 +43,11 @@ impl TempDir {
     }
 }
 
+/// Python's Maildir creates `tmp/new/cur` only for a directory that does not exist yet.
+fn maildir_in(dir: &TempDir) -> PathBuf {
+    dir.path().join("Maildir")
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -62,7 +67,7 @@ fn require_aiosmtpd() -> String {
         Ok(o) => panic!(
             "`{py}` cannot import aiosmtpd ({}).\nRun `scripts/test-tools.sh` and export the \
              `WHARF_PYTHON=...` line it prints, then run the tests again.",
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")
         ),
         Err(e) => panic!(
             "cannot run `{py}` ({e}).\nRun `scripts/test-tools.sh` and export the \
@@ -94,7 +99,7 @@ impl SmtpServer {
         let port = free_port();
         let mut cmd = Command::new(py);
         cmd.args(["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path())
+            .arg(maildir_in(&maildir))
             .args(["-l", &format!("127.0.0.1:{port}")]);
         Self::start(cmd, port, maildir)
     }
@@ -105,7 +110,7 @@ impl SmtpServer {
         let maildir = TempDir::new("maildir");
         let port = free_port();
         let mut cmd = Command::new(py);
-        cmd.arg(sink_script()).arg(maildir.path()).arg(port.to_string()).args(extra);
+        cmd.arg(sink_script()).arg(maildir_in(&maildir)).arg(port.to_string()).args(extra);
         Self::start(cmd, port, maildir)
     }
 
@@ -131,7 +136,7 @@ impl SmtpServer {
 
     /// The messages in `<maildir>/new`, each as raw text.
     fn messages(&self) -> Vec<String> {
-        let dir = self.maildir.path().join("new");
+        let dir = maildir_in(&self.maildir).join("new");
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd {
@@ -345,28 +350,38 @@ async fn smtp_silent_server_times_out_as_transient() {
     holder.join().unwrap();
 }
 
-/// A self-signed certificate for 127.0.0.1 made with the `openssl` command.
-fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+        .args(args)
         .output()
         .expect("the STARTTLS test needs the `openssl` command (apt-get install openssl)");
-    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it, made with `openssl`.
+/// Returns (ca.pem, server cert, server key).
+fn test_pki(dir: &Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key, csr, ext) =
+        (p("ca.pem"), p("ca.key"), p("server.pem"), p("server.key"), p("server.csr"), p("server.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=wharf test CA",
+        "-keyout", &ca_key, "-out", &ca,
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    openssl(&[
+        "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", &ext, "-out", &cert,
+    ]);
+    (ca, cert, key)
 }
 
 #[tokio::test]
 async fn smtp_starttls_and_auth() {
     let certs = TempDir::new("certs");
-    let (cert, key) = self_signed_cert(certs.path());
-    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let server = SmtpServer::sink(&["--tls", cert_s, key_s, "--user", "mailer", "--password", "s3cret-pass"]);
+    let (ca, cert, key) = test_pki(certs.path());
+    let server = SmtpServer::sink(&["--tls", &cert, &key, "--user", "mailer", "--password", "s3cret-pass"]);
 
     let port = server.port.to_string();
     let base = [
@@ -386,7 +401,7 @@ async fn smtp_starttls_and_auth() {
     };
 
     // Trusting the test CA, with the right password: delivered over TLS.
-    let good = handler_with(&[("SMTP_PASS", "s3cret-pass"), ("SMTP_TLS_CA_FILE", cert_s)]);
+    let good = handler_with(&[("SMTP_PASS", "s3cret-pass"), ("SMTP_TLS_CA_FILE", ca.as_str())]);
     let id = JobId::new();
     let result = good.handle(&ctx(id), job()).await.expect("sent over STARTTLS with AUTH").expect("a result");
     assert_eq!(result["message_id"], format!("<{id}@wharf>"));
@@ -396,14 +411,14 @@ async fn smtp_starttls_and_auth() {
 
     // A wrong password: the relay's 535 is retried (a configuration problem, not the
     // message's), and the password is never in the error.
-    let wrong = handler_with(&[("SMTP_PASS", "wrong-pass-xyz"), ("SMTP_TLS_CA_FILE", cert_s)]);
+    let wrong = handler_with(&[("SMTP_PASS", "wrong-pass-xyz"), ("SMTP_TLS_CA_FILE", ca.as_str())]);
     let err = wrong.handle(&ctx(JobId::new()), job()).await.unwrap_err();
     let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
     assert!(message.contains("535"), "{message}");
     assert!(message.contains("SMTP_USER/SMTP_PASS"), "{message}");
     assert!(!format!("{err:?} {err}").contains("wrong-pass-xyz"));
 
-    // Without the CA the self-signed certificate is refused: a transient TLS failure.
+    // Without the CA the private certificate is refused: a transient TLS failure.
     let untrusted = handler_with(&[("SMTP_PASS", "s3cret-pass")]);
     let err = untrusted.handle(&ctx(JobId::new()), job()).await.unwrap_err();
     let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };

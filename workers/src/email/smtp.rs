@@ -1,7 +1,6 @@
 //! The SMTP provider: lettre's pooled async transport, and how its errors map to job errors.
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -24,7 +23,8 @@ pub(super) struct SmtpProvider {
     /// Validated at construction; built into a pool on first use, because lettre's pool
     /// spawns its cleanup task and so needs a running Tokio runtime.
     builder: AsyncSmtpTransportBuilder,
-    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+    /// The pool shared by every send; replaced after a send is cut off by the timeout.
+    transport: Mutex<Option<AsyncSmtpTransport<Tokio1Executor>>>,
     timeout: Duration,
     endpoint: String,
 }
@@ -67,15 +67,36 @@ impl SmtpProvider {
         }
         Ok(SmtpProvider {
             builder,
-            transport: OnceLock::new(),
+            transport: Mutex::new(None),
             timeout,
             endpoint: format!("{}:{}", cfg.host, cfg.port),
         })
     }
 
+    fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut slot = self.transport.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| self.builder.clone().build()).clone()
+    }
+
+    /// Sends over a pooled connection, within the timeout as a whole. (lettre applies its
+    /// timeout to connecting only: a relay that accepts the connection and then stalls
+    /// would hold the job forever.)
     pub(super) async fn send(&self, message: &Message) -> Result<serde_json::Map<String, serde_json::Value>, JobError> {
-        let transport = self.transport.get_or_init(|| self.builder.clone().build());
-        match transport.send(message.clone()).await {
+        let transport = self.transport();
+        let sent = tokio::time::timeout(self.timeout, transport.send(message.clone())).await;
+        let Ok(sent) = sent else {
+            // The cut-off connection goes back to the pool mid-conversation, where the next
+            // send would stall on it: start a fresh pool. The old one closes its connections
+            // once the sends still using it finish.
+            drop(transport);
+            *self.transport.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err(JobError::transient(format!(
+                "smtp relay {} timed out after {} ms",
+                self.endpoint,
+                self.timeout.as_millis()
+            )));
+        };
+        match sent {
             Ok(resp) => {
                 let line = std::iter::once(resp.code().to_string())
                     .chain(resp.message().map(str::to_string))
