@@ -255,7 +255,7 @@ fn error_response(err: poem::Error) -> Response {
 /// Maps errors raised outside the handlers.
 fn problem_for(err: &poem::Error) -> Problem {
     if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        return Problem::invalid_field(e.name, e.reason.clone());
+        return Problem::invalid_field(e.name, param_reason(&e.reason));
     }
     if let Some(e) = err.downcast_ref::<ParsePathError>() {
         return Problem::not_found(format!("no such resource (bad `{}`)", e.name));
@@ -292,6 +292,32 @@ fn problem_for(err: &poem::Error) -> Problem {
     Problem::from_status(status, err.to_string())
 }
 
+/// Rewords poem-openapi's parameter errors (`verification failed. maximum(500, exclusive:
+/// false)`, `failed to parse "integer(uint32)": … (occurred while parsing …)`) for people.
+fn param_reason(reason: &str) -> String {
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    if let Some(rule) = reason.strip_prefix("verification failed. ") {
+        let bound = |name: &str| {
+            let rest = rule.strip_prefix(name)?.strip_prefix('(')?;
+            let (value, rest) = rest.split_once(", exclusive: ")?;
+            Some((value.to_string(), rest.starts_with("true")))
+        };
+        return match (bound("maximum"), bound("minimum")) {
+            (Some((v, false)), _) => format!("must be at most {v}"),
+            (Some((v, true)), _) => format!("must be less than {v}"),
+            (_, Some((v, false))) => format!("must be at least {v}"),
+            (_, Some((v, true))) => format!("must be greater than {v}"),
+            _ => format!("is not valid: {rule}"),
+        };
+    }
+    if let Some(rest) = reason.strip_prefix("failed to parse \"") {
+        if let Some((ty, why)) = rest.split_once("\": ") {
+            return format!("is not a valid {ty}: {why}");
+        }
+    }
+    reason.to_string()
+}
+
 /// A response with an error status that is not already a problem becomes one.
 async fn ensure_response(resp: Response) -> Response {
     let status = resp.status();
@@ -313,4 +339,33 @@ async fn ensure_response(resp: Response) -> Response {
 
 fn is_problem(resp: &Response) -> bool {
     resp.content_type().is_some_and(|c| c.starts_with(CONTENT_TYPE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_errors_are_reworded() {
+        assert_eq!(param_reason("verification failed. maximum(500, exclusive: false)"), "must be at most 500");
+        assert_eq!(param_reason("verification failed. minimum(1, exclusive: false)"), "must be at least 1");
+        assert_eq!(
+            param_reason(
+                "failed to parse \"integer(uint32)\": invalid digit found in string \
+                 (occurred while parsing \"optional_integer(uint32)\")"
+            ),
+            "is not a valid integer(uint32): invalid digit found in string"
+        );
+        assert_eq!(param_reason("something else"), "something else");
+    }
+
+    #[test]
+    fn problems_render_as_rfc9457() {
+        let resp = Problem::validation(vec![FieldError::new("to[0]", "bad")]).into_response();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(resp.content_type(), Some(CONTENT_TYPE));
+        let resp = Problem::forbidden("dlq:write").into_response();
+        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap();
+        assert!(challenge.contains(r#"error="insufficient_scope""#) && challenge.contains("dlq:write"));
+    }
 }

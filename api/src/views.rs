@@ -83,18 +83,25 @@ pub struct JobView {
     pub state: JobStateView,
     /// Attempts made so far.
     pub attempts: i32,
+    #[oai(nullable)]
     pub max_attempts: Option<i32>,
     pub created_at: DateTime<Utc>,
     /// When the job is (or was) due.
     pub run_at: DateTime<Utc>,
     /// When the latest attempt started.
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub last_error: Option<String>,
+    #[oai(nullable)]
     pub result: Option<serde_json::Value>,
     /// The dead letter this job replays.
+    #[oai(nullable)]
     pub replay_of: Option<Uuid>,
     /// The job that replays this dead letter.
+    #[oai(nullable)]
     pub replayed_by: Option<Uuid>,
 }
 
@@ -123,7 +130,9 @@ impl JobView {
 #[derive(Debug, Clone, Object)]
 pub struct AttemptView {
     pub attempt: i32,
+    #[oai(nullable)]
     pub worker: Option<String>,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
     pub error: String,
@@ -168,6 +177,7 @@ pub struct DeadLetterDetail {
 pub struct DeadLetterPage {
     pub items: Vec<JobView>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<Uuid>,
 }
 

@@ -3,7 +3,7 @@
 mod dead_letters;
 mod emails;
 mod protocol;
-mod scratch;
+mod tracing_spans;
 
 use std::sync::Arc;
 

@@ -99,10 +99,16 @@ impl SmtpConfig {
             }),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(ConfigError::new("SMTP_PASS", "is required when SMTP_USER is set"));
+                return Err(ConfigError::new(
+                    "SMTP_PASS",
+                    "is required when SMTP_USER is set",
+                ));
             }
             (None, Some(_)) => {
-                return Err(ConfigError::new("SMTP_USER", "is required when SMTP_PASS is set"));
+                return Err(ConfigError::new(
+                    "SMTP_USER",
+                    "is required when SMTP_PASS is set",
+                ));
             }
         };
         Ok(SmtpConfig {
@@ -138,9 +144,15 @@ impl EmailConfig {
     pub fn from_env(env: &Env, default_outbox_dir: &Path) -> Result<Self, ConfigError> {
         let timeout = env.millis_or("EMAIL_TIMEOUT_MS", DEFAULT_TIMEOUT)?;
         if timeout.is_zero() {
-            return Err(ConfigError::new("EMAIL_TIMEOUT_MS", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "EMAIL_TIMEOUT_MS",
+                "must be greater than 0",
+            ));
         }
-        let provider = env.get("EMAIL_PROVIDER").unwrap_or("outbox").to_ascii_lowercase();
+        let provider = env
+            .get("EMAIL_PROVIDER")
+            .unwrap_or("outbox")
+            .to_ascii_lowercase();
         let provider = match provider.as_str() {
             "outbox" => EmailProviderConfig::Outbox {
                 dir: env
@@ -152,7 +164,9 @@ impl EmailConfig {
             p if p.contains(',') => {
                 return Err(ConfigError::new(
                     "EMAIL_PROVIDER",
-                    format!("`{p}`: a fallback list of providers is not available yet; give one of outbox, smtp"),
+                    format!(
+                        "`{p}`: a fallback list of providers is not available yet; give one of outbox, smtp"
+                    ),
                 ));
             }
             p if LATER_PROVIDERS.contains(&p) => {
@@ -177,13 +191,21 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<EmailConfig, ConfigError> {
-        EmailConfig::from_env(&Env::from_pairs(pairs.iter().copied()), Path::new("/data/outbox"))
+        EmailConfig::from_env(
+            &Env::from_pairs(pairs.iter().copied()),
+            Path::new("/data/outbox"),
+        )
     }
 
     #[test]
     fn defaults_to_the_outbox_in_the_given_dir() {
         let cfg = parse(&[]).unwrap();
-        assert_eq!(cfg.provider, EmailProviderConfig::Outbox { dir: "/data/outbox".into() });
+        assert_eq!(
+            cfg.provider,
+            EmailProviderConfig::Outbox {
+                dir: "/data/outbox".into()
+            }
+        );
         assert_eq!(cfg.timeout, Duration::from_secs(15));
         assert_eq!(cfg.provider.name(), "outbox");
     }
@@ -196,14 +218,26 @@ mod tests {
             ("EMAIL_TIMEOUT_MS", "2500"),
         ])
         .unwrap();
-        assert_eq!(cfg.provider, EmailProviderConfig::Outbox { dir: "/tmp/mail".into() });
+        assert_eq!(
+            cfg.provider,
+            EmailProviderConfig::Outbox {
+                dir: "/tmp/mail".into()
+            }
+        );
         assert_eq!(cfg.timeout, Duration::from_millis(2500));
     }
 
     #[test]
     fn smtp_defaults() {
-        let cfg = parse(&[("EMAIL_PROVIDER", "smtp"), ("SMTP_HOST", "mail.example.com")]).unwrap();
-        assert_eq!(cfg.provider, EmailProviderConfig::Smtp(SmtpConfig::new("mail.example.com", 587)));
+        let cfg = parse(&[
+            ("EMAIL_PROVIDER", "smtp"),
+            ("SMTP_HOST", "mail.example.com"),
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.provider,
+            EmailProviderConfig::Smtp(SmtpConfig::new("mail.example.com", 587))
+        );
         assert_eq!(cfg.provider.name(), "smtp");
     }
 
@@ -220,13 +254,18 @@ mod tests {
             ("SMTP_TLS_CA_FILE", "/etc/ca.pem"),
         ])
         .unwrap();
-        let EmailProviderConfig::Smtp(smtp) = cfg.provider else { panic!("not smtp") };
+        let EmailProviderConfig::Smtp(smtp) = cfg.provider else {
+            panic!("not smtp")
+        };
         assert_eq!(
             smtp,
             SmtpConfig {
                 host: "127.0.0.1".into(),
                 port: 465,
-                credentials: Some(SmtpCredentials { user: "u".into(), pass: "p@ss".into() }),
+                credentials: Some(SmtpCredentials {
+                    user: "u".into(),
+                    pass: "p@ss".into()
+                }),
                 secure: true,
                 require_tls: true,
                 tls_ca_file: Some("/etc/ca.pem".into()),
@@ -245,17 +284,38 @@ mod tests {
     fn errors_name_the_variable() {
         let smtp = ("EMAIL_PROVIDER", "smtp");
         let host = ("SMTP_HOST", "mail.example.com");
-        assert_eq!(err_var(&[("EMAIL_PROVIDER", "carrier-pigeon")]).0, "EMAIL_PROVIDER");
+        assert_eq!(
+            err_var(&[("EMAIL_PROVIDER", "carrier-pigeon")]).0,
+            "EMAIL_PROVIDER"
+        );
         assert_eq!(err_var(&[smtp]).0, "SMTP_HOST");
-        assert_eq!(err_var(&[smtp, ("SMTP_HOST", "smtp://mail.example.com:25")]).0, "SMTP_HOST");
-        assert_eq!(err_var(&[smtp, host, ("SMTP_PORT", "seven")]).0, "SMTP_PORT");
-        assert_eq!(err_var(&[smtp, host, ("SMTP_PORT", "70000")]).0, "SMTP_PORT");
+        assert_eq!(
+            err_var(&[smtp, ("SMTP_HOST", "smtp://mail.example.com:25")]).0,
+            "SMTP_HOST"
+        );
+        assert_eq!(
+            err_var(&[smtp, host, ("SMTP_PORT", "seven")]).0,
+            "SMTP_PORT"
+        );
+        assert_eq!(
+            err_var(&[smtp, host, ("SMTP_PORT", "70000")]).0,
+            "SMTP_PORT"
+        );
         assert_eq!(err_var(&[smtp, host, ("SMTP_PORT", "0")]).0, "SMTP_PORT");
         assert_eq!(err_var(&[smtp, host, ("SMTP_USER", "u")]).0, "SMTP_PASS");
         assert_eq!(err_var(&[smtp, host, ("SMTP_PASS", "p")]).0, "SMTP_USER");
-        assert_eq!(err_var(&[smtp, host, ("SMTP_SECURE", "maybe")]).0, "SMTP_SECURE");
-        assert_eq!(err_var(&[smtp, host, ("SMTP_REQUIRE_TLS", "2")]).0, "SMTP_REQUIRE_TLS");
-        assert_eq!(err_var(&[("EMAIL_TIMEOUT_MS", "soon")]).0, "EMAIL_TIMEOUT_MS");
+        assert_eq!(
+            err_var(&[smtp, host, ("SMTP_SECURE", "maybe")]).0,
+            "SMTP_SECURE"
+        );
+        assert_eq!(
+            err_var(&[smtp, host, ("SMTP_REQUIRE_TLS", "2")]).0,
+            "SMTP_REQUIRE_TLS"
+        );
+        assert_eq!(
+            err_var(&[("EMAIL_TIMEOUT_MS", "soon")]).0,
+            "EMAIL_TIMEOUT_MS"
+        );
         assert_eq!(err_var(&[("EMAIL_TIMEOUT_MS", "0")]).0, "EMAIL_TIMEOUT_MS");
     }
 

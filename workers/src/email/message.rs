@@ -17,7 +17,11 @@ pub const JOB_ID_HEADER: &str = "X-Wharf-Job-Id";
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum InvalidMessage {
     #[error("{field}: `{value}` is not a valid mailbox: {reason}")]
-    Mailbox { field: String, value: String, reason: String },
+    Mailbox {
+        field: String,
+        value: String,
+        reason: String,
+    },
     #[error("no text or html body")]
     NoBody,
     #[error("cannot build the message: {0}")]
@@ -55,9 +59,10 @@ pub fn build_message(job_id: &JobId, job: &EmailJob) -> Result<Message, InvalidM
         builder = builder.reply_to(mailbox("reply_to", r)?);
     }
     let built = match (&job.text, &job.html) {
-        (Some(text), Some(html)) => {
-            builder.multipart(MultiPart::alternative_plain_html(text.clone(), html.clone()))
-        }
+        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+            text.clone(),
+            html.clone(),
+        )),
         (Some(text), None) => builder.singlepart(SinglePart::plain(text.clone())),
         (None, Some(html)) => builder.singlepart(SinglePart::html(html.clone())),
         (None, None) => return Err(InvalidMessage::NoBody),
@@ -105,7 +110,10 @@ mod tests {
     fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
         let head = raw.split("\r\n\r\n").next().unwrap();
         head.split("\r\n")
-            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
             .map(|l| l[name.len() + 1..].trim())
     }
 
@@ -114,24 +122,47 @@ mod tests {
         let id = JobId::new();
         let msg = build_message(&id, &job()).unwrap();
         let raw = String::from_utf8(msg.formatted()).unwrap();
-        assert_eq!(header(&raw, "From"), Some("\"Wharf Robot\" <noreply@example.com>"));
-        assert_eq!(header(&raw, "To"), Some("ann@example.com, Bob <bob@example.org>"));
+        assert_eq!(
+            header(&raw, "From"),
+            Some("\"Wharf Robot\" <noreply@example.com>")
+        );
+        assert_eq!(
+            header(&raw, "To"),
+            Some("ann@example.com, Bob <bob@example.org>")
+        );
         assert_eq!(header(&raw, "Cc"), Some("carol@example.net"));
         assert_eq!(header(&raw, "Reply-To"), Some("support@example.com"));
         assert_eq!(header(&raw, "Subject"), Some("Your report"));
-        assert_eq!(header(&raw, "Message-ID"), Some(format!("<{id}@wharf>").as_str()));
-        assert_eq!(header(&raw, "X-Wharf-Job-Id"), Some(id.to_string().as_str()));
+        assert_eq!(
+            header(&raw, "Message-ID"),
+            Some(format!("<{id}@wharf>").as_str())
+        );
+        assert_eq!(
+            header(&raw, "X-Wharf-Job-Id"),
+            Some(id.to_string().as_str())
+        );
         assert!(header(&raw, "Date").is_some());
         assert_eq!(header(&raw, "Bcc"), None);
-        assert!(!raw.contains("secret@example.com"), "bcc leaked into the message:\n{raw}");
+        assert!(
+            !raw.contains("secret@example.com"),
+            "bcc leaked into the message:\n{raw}"
+        );
 
         let env = msg.envelope();
-        assert_eq!(env.from().map(|a| a.to_string()).as_deref(), Some("noreply@example.com"));
+        assert_eq!(
+            env.from().map(|a| a.to_string()).as_deref(),
+            Some("noreply@example.com")
+        );
         let mut rcpt: Vec<_> = env.to().iter().map(|a| a.to_string()).collect();
         rcpt.sort();
         assert_eq!(
             rcpt,
-            ["ann@example.com", "bob@example.org", "carol@example.net", "secret@example.com"]
+            [
+                "ann@example.com",
+                "bob@example.org",
+                "carol@example.net",
+                "secret@example.com"
+            ]
         );
     }
 
@@ -150,22 +181,42 @@ mod tests {
     #[test]
     fn text_only_is_a_single_text_plain_part() {
         let raw = render(&job(), &JobId::new());
-        assert!(header(&raw, "Content-Type").unwrap().starts_with("text/plain"), "{raw}");
+        assert!(
+            header(&raw, "Content-Type")
+                .unwrap()
+                .starts_with("text/plain"),
+            "{raw}"
+        );
         assert_eq!(header(&raw, "MIME-Version"), Some("1.0"));
-        assert!(raw.ends_with("plain body") || raw.contains("\r\n\r\nplain body"), "{raw}");
+        assert!(
+            raw.ends_with("plain body") || raw.contains("\r\n\r\nplain body"),
+            "{raw}"
+        );
     }
 
     #[test]
     fn html_only_is_a_single_text_html_part() {
-        let j = EmailJob { text: None, html: Some("<p>hi</p>".into()), ..job() };
+        let j = EmailJob {
+            text: None,
+            html: Some("<p>hi</p>".into()),
+            ..job()
+        };
         let raw = render(&j, &JobId::new());
-        assert!(header(&raw, "Content-Type").unwrap().starts_with("text/html"), "{raw}");
+        assert!(
+            header(&raw, "Content-Type")
+                .unwrap()
+                .starts_with("text/html"),
+            "{raw}"
+        );
         assert!(raw.contains("<p>hi</p>"));
     }
 
     #[test]
     fn text_and_html_make_multipart_alternative() {
-        let j = EmailJob { html: Some("<p>html body</p>".into()), ..job() };
+        let j = EmailJob {
+            html: Some("<p>html body</p>".into()),
+            ..job()
+        };
         let raw = render(&j, &JobId::new());
         let ct = header(&raw, "Content-Type").unwrap();
         assert!(ct.starts_with("multipart/alternative"), "{raw}");
@@ -185,24 +236,46 @@ mod tests {
         let raw = render(&j, &JobId::new());
         let head = raw.split("\r\n\r\n").next().unwrap();
         assert!(head.is_ascii(), "headers must be encoded:\n{head}");
-        assert!(header(&raw, "Subject").unwrap().starts_with("=?utf-8?"), "{raw}");
+        assert!(
+            header(&raw, "Subject").unwrap().starts_with("=?utf-8?"),
+            "{raw}"
+        );
     }
 
     #[test]
     fn bad_addresses_name_the_field() {
-        let j = EmailJob { cc: vec!["ok@example.com".into(), "not-an-address".into()], ..job() };
+        let j = EmailJob {
+            cc: vec!["ok@example.com".into(), "not-an-address".into()],
+            ..job()
+        };
         let e = build_message(&JobId::new(), &j).unwrap_err();
-        assert!(matches!(&e, InvalidMessage::Mailbox { field, .. } if field == "cc[1]"), "{e:?}");
+        assert!(
+            matches!(&e, InvalidMessage::Mailbox { field, .. } if field == "cc[1]"),
+            "{e:?}"
+        );
         assert!(e.to_string().starts_with("cc[1]: `not-an-address`"), "{e}");
 
-        let j = EmailJob { from: "Eve <eve@example.com>\r\nBcc: x@example.com".into(), ..job() };
+        let j = EmailJob {
+            from: "Eve <eve@example.com>\r\nBcc: x@example.com".into(),
+            ..job()
+        };
         let e = build_message(&JobId::new(), &j).unwrap_err();
-        assert!(matches!(&e, InvalidMessage::Mailbox { field, .. } if field == "from"), "{e:?}");
+        assert!(
+            matches!(&e, InvalidMessage::Mailbox { field, .. } if field == "from"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn no_body_is_an_error() {
-        let j = EmailJob { text: None, html: None, ..job() };
-        assert_eq!(build_message(&JobId::new(), &j).unwrap_err(), InvalidMessage::NoBody);
+        let j = EmailJob {
+            text: None,
+            html: None,
+            ..job()
+        };
+        assert_eq!(
+            build_message(&JobId::new(), &j).unwrap_err(),
+            InvalidMessage::NoBody
+        );
     }
 }

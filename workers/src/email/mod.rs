@@ -32,7 +32,7 @@ pub struct EmailHandler {
 
 enum Provider {
     Outbox(OutboxProvider),
-    Smtp(SmtpProvider),
+    Smtp(Box<SmtpProvider>),
 }
 
 impl Provider {
@@ -50,7 +50,9 @@ impl EmailHandler {
     pub fn new(cfg: &EmailConfig) -> Result<Self, ConfigError> {
         let provider = match &cfg.provider {
             EmailProviderConfig::Outbox { dir } => Provider::Outbox(OutboxProvider::new(dir)?),
-            EmailProviderConfig::Smtp(smtp) => Provider::Smtp(SmtpProvider::new(smtp, cfg.timeout)?),
+            EmailProviderConfig::Smtp(smtp) => {
+                Provider::Smtp(Box::new(SmtpProvider::new(smtp, cfg.timeout)?))
+            }
         };
         Ok(EmailHandler { provider })
     }
@@ -75,7 +77,8 @@ impl Handler<EmailJob> for EmailHandler {
     )]
     async fn handle(&self, ctx: &JobContext, job: EmailJob) -> JobResult {
         let provider = self.provider.name();
-        let message = build_message(&ctx.id, &job).map_err(|e| JobError::permanent(e.to_string()))?;
+        let message =
+            build_message(&ctx.id, &job).map_err(|e| JobError::permanent(e.to_string()))?;
         let message_id = message_id_for(&ctx.id);
         let sent = match &self.provider {
             Provider::Outbox(p) => p.send(&message).await,
