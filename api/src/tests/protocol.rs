@@ -118,3 +118,19 @@ async fn openapi_document_and_docs() {
     r.assert_status(200);
     assert!(r.content_type().starts_with("text/html"));
 }
+
+#[tokio::test]
+async fn store_failures_are_500_problems_without_internals() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(format!("sqlite://{}/t.db", dir.path().display()));
+    let sqlite = Arc::new(wharf_jobs::store::SqliteStore::connect(&cfg).await.unwrap());
+    sqlite.migrate().await.unwrap();
+    let key = NewApiKey::generate();
+    sqlite.create_api_key("acme", &[Scope::Admin], &key).await.unwrap();
+    let cli = TestClient::new(app(ApiState { store: sqlite.clone(), public_url: PUBLIC_URL.into() }).boxed());
+
+    sqlx::query("DROP TABLE wharf_jobs").execute(sqlite.pool()).await.unwrap();
+    let r = send(cli.get(format!("/v1/jobs/{}", JobId::new())).header("Authorization", bearer(&key.secret))).await;
+    r.assert_problem(500);
+    assert!(!r.text.contains("wharf_jobs") && !r.text.to_lowercase().contains("sql"), "{}", r.text);
+}
