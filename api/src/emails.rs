@@ -66,7 +66,9 @@ impl EmailsApi {
             return Err(Problem::bad_request("a JSON request body is required"));
         };
         if !value.is_object() {
-            return Err(Problem::bad_request("the request body must be a JSON object"));
+            return Err(Problem::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let email = payloads::email(value, "")?;
 
@@ -79,13 +81,17 @@ impl EmailsApi {
             status_url: self.0.status_url(id),
         });
         let idempotency = idem_key.as_ref().map(|k| {
-            (IdempotencyKey::new(k.clone(), OPERATION, &job.payload), response.stored().clone())
+            (
+                IdempotencyKey::new(k.clone(), OPERATION, &job.payload),
+                response.stored().clone(),
+            )
         });
 
         match self.0.store.enqueue(job, idempotency).await? {
             Idempotent::Fresh(()) => {
                 tracing::Span::current().record("job_id", tracing::field::display(id));
-                metrics::counter!("wharf_jobs_enqueued_total", "kind" => EmailJob::KIND).increment(1);
+                metrics::counter!("wharf_jobs_enqueued_total", "kind" => EmailJob::KIND)
+                    .increment(1);
                 Ok(response)
             }
             Idempotent::Repeat(first) => {
@@ -94,7 +100,9 @@ impl EmailsApi {
                 }
                 Ok(Stored::replay(first))
             }
-            Idempotent::Mismatch => Err(Problem::idempotency_mismatch(idem_key.as_deref().unwrap_or_default())),
+            Idempotent::Mismatch => Err(Problem::idempotency_mismatch(
+                idem_key.as_deref().unwrap_or_default(),
+            )),
         }
     }
 }
@@ -110,7 +118,10 @@ mod tests {
     fn documented_fields_match_the_email_job() {
         let mut registry = Registry::new();
         SendEmailRequest::register(&mut registry);
-        let schema = registry.schemas.get("SendEmail").expect("schema registered");
+        let schema = registry
+            .schemas
+            .get("SendEmail")
+            .expect("schema registered");
         let mut documented: Vec<&str> = schema.properties.iter().map(|(name, _)| *name).collect();
         documented.sort();
 
@@ -125,7 +136,12 @@ mod tests {
             html: Some("<p>h</p>".into()),
         };
         let value = serde_json::to_value(full).unwrap();
-        let mut actual: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut actual: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         actual.sort();
         assert_eq!(documented, actual);
     }

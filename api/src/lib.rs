@@ -61,7 +61,12 @@ pub(crate) enum Tag {
     Health,
 }
 
-type Apis = (health::HealthApi, emails::EmailsApi, jobs::JobsApi, dead_letters::DeadLettersApi);
+type Apis = (
+    health::HealthApi,
+    emails::EmailsApi,
+    jobs::JobsApi,
+    dead_letters::DeadLettersApi,
+);
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     let public_url = state.public_url.trim_end_matches('/').to_string();
@@ -100,6 +105,6 @@ pub fn app(state: ApiState) -> impl Endpoint<Output = Response> {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", service)
-        .around(|ep, req| problem::ensure(ep, req))
-        .around(|ep, req| trace::instrument(ep, req))
+        .around(problem::ensure)
+        .around(trace::instrument)
 }

@@ -433,9 +433,10 @@ async fn smtp_silent_server_times_out_as_transient() {
     // Accepts TCP connections and never says a word.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
-        std::thread::sleep(Duration::from_secs(3));
+        let _ = wait.recv_timeout(Duration::from_secs(10)); // silent until the test is done
         drop(conn);
     });
     let handler = smtp_handler(port, Duration::from_millis(400));
@@ -450,6 +451,7 @@ async fn smtp_silent_server_times_out_as_transient() {
         "took {:?}",
         started.elapsed()
     );
+    done.send(()).unwrap();
     holder.join().unwrap();
 }
 
