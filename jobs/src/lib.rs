@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod job;
 pub mod keys;
 pub mod kinds;
+pub mod objects;
 pub mod queue;
 pub mod retry;
 pub mod store;

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use self::{postgres::PostgresStore, sqlite::SqliteStore, wakeups::Wakeups};
+pub use postgres::like_pattern;
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
@@ -33,6 +34,14 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         StoreConfig { url: url.into(), pool_min: 2, pool_max: 10 }
     }
+}
+
+/// The database behind a store, for feature modules (webhooks, schedules, …) that keep their
+/// own tables: each matches on the backend in its own file instead of growing [`Store`].
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
 }
 
 /// A running job whose worker stopped heart-beating.
@@ -72,6 +81,15 @@ pub enum ReplayRefused {
 pub trait Store: Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
+
+    /// The database, for feature modules with their own tables.
+    fn db(&self) -> Db;
+
+    /// The wake-up signals of this process: feature modules that insert jobs themselves call
+    /// `notify(queue)` after committing (PostgreSQL also gets a `pg_notify`).
+    fn local_wakeups(&self) -> Option<Arc<Wakeups>> {
+        None
+    }
 
     // --- schema -------------------------------------------------------------------------
     /// Applies wharf's migrations (idempotent).

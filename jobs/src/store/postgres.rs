@@ -63,7 +63,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// `%`, `_` and `\` in a user's search text match themselves.
-pub(super) fn like_pattern(s: &str) -> String {
+pub fn like_pattern(s: &str) -> String {
     let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }
@@ -139,6 +139,10 @@ fn dead_filter_sql(first: usize) -> String {
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn db(&self) -> super::Db {
+        super::Db::Postgres(self.pool.clone())
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -209,6 +209,10 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn db(&self) -> super::Db {
+        super::Db::Sqlite(self.pool.clone())
+    }
+
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -681,6 +685,10 @@ impl Store for SqliteStore {
 
     async fn wakeups(&self) -> Result<Arc<Wakeups>> {
         Ok(self.wakeups.clone())
+    }
+
+    fn local_wakeups(&self) -> Option<Arc<Wakeups>> {
+        Some(self.wakeups.clone())
     }
 
     async fn create_api_key(&self, tenant: &str, scopes: &[Scope], key: &NewApiKey) -> Result<()> {
