@@ -71,6 +71,18 @@ async fn tenant_b_cannot_see_or_touch_tenant_a(backend: Backend) {
     // A can discard it.
     assert_eq!(r.api.delete(&a, &format!("/v1/dead-letters/{dead}")).await, 204);
     assert_eq!(r.env.job("tenant-a", &dead).await.state, JobState::Discarded);
+    // The action is audited for A's admins, invisible to B's.
+    let admin_a = r.env.key("tenant-a", &[Scope::Admin]).await;
+    let (s, audit) = r.api.get(&admin_a, "/v1/audit-log").await;
+    assert_eq!(s, 200, "{audit}");
+    assert_eq!(audit["items"][0]["action"], "dlq.discard", "{audit}");
+    assert_eq!(audit["items"][0]["target"], dead.as_str());
+    let admin_b = r.env.key("tenant-b", &[Scope::Admin]).await;
+    let (_, audit_b) = r.api.get(&admin_b, "/v1/audit-log").await;
+    // B sees only its own (empty) bulk replay, nothing of A's.
+    let b_actions: Vec<&str> = audit_b["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    assert_eq!(b_actions, vec!["dlq.replay_matching"], "{audit_b}");
+    assert_eq!(r.api.get(&a, "/v1/audit-log").await.0, 403, "admin only");
     // Scopes are enforced: a read-only key cannot enqueue.
     let ro = r.env.key("tenant-a", &[Scope::JobsRead]).await;
     assert_eq!(r.api.post(&ro, "/v1/emails", &email_body("x@example.com", "nope")).await.0, 403);

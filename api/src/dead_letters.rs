@@ -307,11 +307,9 @@ impl DeadLettersApi {
         }
         metrics::counter!("wharf_jobs_enqueued_total", "kind" => job.kind.clone()).increment(1);
         metrics::counter!("wharf_dead_letters_replayed_total").increment(1);
-        tracing::info!(
-            target: "audit",
-            tenant = %key.tenant, key_id = %key.id, action = "dlq.replay",
-            job_id = %job_id, new_job_id = %new_id, edited, "dead letter replayed"
-        );
+        self.0
+            .audit(&key, "dlq.replay", Some(job_id.to_string()), serde_json::json!({"new_job_id": new_id, "edited": edited}))
+            .await;
 
         let response = Stored::<ReplayAccepted, 202>::new(&ReplayAccepted {
             id: new_id.0,
@@ -359,11 +357,9 @@ impl DeadLettersApi {
 
         let replayed = self.0.store.replay_matching(&key.tenant, &filter).await?;
         metrics::counter!("wharf_dead_letters_replayed_total").increment(replayed);
-        tracing::info!(
-            target: "audit",
-            tenant = %key.tenant, key_id = %key.id, action = "dlq.replay_matching",
-            filter = %filter_json(&filter), replayed, "dead letters replayed"
-        );
+        self.0
+            .audit(&key, "dlq.replay_matching", None, serde_json::json!({"filter": filter_json(&filter), "replayed": replayed}))
+            .await;
 
         let response = Stored::<ReplayCount, 200>::new(&ReplayCount { replayed });
         if let Some(k) = &idem_key {
@@ -387,11 +383,7 @@ impl DeadLettersApi {
         if !self.0.store.discard(&key.tenant, job_id).await? {
             return Err(no_dead_letter(&id.0));
         }
-        tracing::info!(
-            target: "audit",
-            tenant = %key.tenant, key_id = %key.id, action = "dlq.discard", job_id = %job_id,
-            "dead letter discarded"
-        );
+        self.0.audit(&key, "dlq.discard", Some(job_id.to_string()), serde_json::json!({})).await;
         Ok(Discarded::NoContent)
     }
 }

@@ -8,6 +8,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod auth;
 mod body;
 mod dead_letters;
@@ -41,6 +42,7 @@ pub struct ApiState {
 /// State shared by the handlers.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
+    pub audit: wharf_jobs::audit::AuditLog,
     pub public_url: String,
     pub auth: auth::Authenticator,
 }
@@ -66,12 +68,14 @@ type Apis = (
     emails::EmailsApi,
     jobs::JobsApi,
     dead_letters::DeadLettersApi,
+    audit::AuditApi,
 );
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     let public_url = state.public_url.trim_end_matches('/').to_string();
     let shared = Arc::new(Shared {
         auth: auth::Authenticator::new(state.store.clone()),
+        audit: wharf_jobs::audit::AuditLog::new(state.store.db()),
         store: state.store,
         public_url: public_url.clone(),
     });
@@ -79,7 +83,8 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         health::HealthApi(shared.clone()),
         emails::EmailsApi(shared.clone()),
         jobs::JobsApi(shared.clone()),
-        dead_letters::DeadLettersApi(shared),
+        dead_letters::DeadLettersApi(shared.clone()),
+        audit::AuditApi(shared),
     );
     OpenApiService::new(apis, "wharf", env!("CARGO_PKG_VERSION"))
         .description(

@@ -1,6 +1,7 @@
 //! Shared vocabulary of wharf: job kinds and their payloads, queue names, the job envelope,
 //! retry policies, API keys, and the [`Store`](store::Store) every process talks to.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod idempotency;
