@@ -16,6 +16,7 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
     const QUEUE: &'static str;
 
     /// Wraps the payload in an envelope for `tenant`.
+    #[allow(clippy::wrong_self_convention)] // borrows: callers often keep the payload
     fn into_job(&self, tenant: &str) -> NewJob {
         let payload = serde_json::to_value(self).expect("job payloads serialize to JSON");
         NewJob::new(tenant, Self::KIND, Self::QUEUE, payload)

@@ -123,16 +123,13 @@ async fn notify(conn: &mut sqlx::PgConnection, queue: &str) -> Result<()> {
     Ok(())
 }
 
-/// Applies the dead-letter filter as `$n` parameters starting at `first`; returns the SQL.
+/// The dead-letter filter as SQL over parameters `$first` to `$first + 3`.
 fn dead_filter_sql(first: usize) -> String {
+    let [k, e, s, u] = [first, first + 1, first + 2, first + 3];
     format!(
-        "($%1::text IS NULL OR kind = $%1) AND ($%2::text IS NULL OR last_error ILIKE $%2) \
-         AND ($%3::timestamptz IS NULL OR finished_at >= $%3) AND ($%4::timestamptz IS NULL OR finished_at < $%4)"
+        "(${k}::text IS NULL OR kind = ${k}) AND (${e}::text IS NULL OR last_error ILIKE ${e}) \
+         AND (${s}::timestamptz IS NULL OR finished_at >= ${s}) AND (${u}::timestamptz IS NULL OR finished_at < ${u})"
     )
-    .replace("%1", &first.to_string())
-    .replace("%2", &(first + 1).to_string())
-    .replace("%3", &(first + 2).to_string())
-    .replace("%4", &(first + 3).to_string())
 }
 
 #[async_trait]
