@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use poem::{Server, listener::TcpListener};
+use poem::{EndpointExt, Server, listener::TcpListener};
 use tokio_util::sync::CancellationToken;
 use wharf_api::{ApiState, app};
 use wharf_jobs::{
@@ -50,7 +50,8 @@ fn default_pools() -> Vec<String> {
 }
 
 async fn run_api(cfg: &Config, store: Arc<dyn Store>, stop: CancellationToken) -> Result<()> {
-    let endpoint = app(ApiState { store, public_url: cfg.public_url.clone() });
+    let webhooks = Arc::new(wharf_jobs::webhooks::WebhookSettings::from_env(&cfg.env)?);
+    let endpoint = app(ApiState { store, public_url: cfg.public_url.clone() }).data(webhooks);
     let listener = TcpListener::bind(format!("{}:{}", cfg.host, cfg.port));
     Server::new(listener)
         .run_with_graceful_shutdown(endpoint, async move { stop.cancelled().await }, Some(Duration::from_secs(10)))
@@ -59,7 +60,8 @@ async fn run_api(cfg: &Config, store: Arc<dyn Store>, stop: CancellationToken) -
 }
 
 pub async fn serve() -> Result<()> {
-    let cfg = Config::load(Env::from_process(), "127.0.0.1")?;
+    let mut cfg = Config::load(Env::from_process(), "127.0.0.1")?;
+    let key_file = wharf_jobs::webhooks::serve_defaults(&mut cfg.env, &cfg.data_dir)?;
     let store = store(&cfg).await?;
     store.migrate().await.context("applying migrations")?;
     if store.count_api_keys().await? == 0 {
@@ -70,7 +72,7 @@ pub async fn serve() -> Result<()> {
         println!("    {}", key.secret);
         println!();
     }
-    let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir)?;
+    let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
     let worker = Worker::new(store.clone(), registry, &default_pools(), cfg.runtime.clone())?;
     println!(
         "wharf: serving on {} (docs {}/docs), store {}, outbox {}",
@@ -79,6 +81,9 @@ pub async fn serve() -> Result<()> {
         redact(&cfg.store.url),
         cfg.data_dir.join("outbox").display()
     );
+    if let Some(path) = key_file {
+        println!("wharf: webhook secrets are encrypted with the key in {} (set WHARF_ENCRYPTION_KEY to use another)", path.display());
+    }
     let stop = shutdown_signal();
     let worker = tokio::spawn(worker.run(stop.clone()));
     let api = run_api(&cfg, store, stop.clone()).await;
@@ -110,7 +115,7 @@ pub async fn worker(pools: Vec<String>, concurrency: Option<usize>) -> Result<()
     let pools = if pools.is_empty() { default_pools() } else { pools };
     let store = store(&cfg).await?;
     ensure_ready(store.as_ref()).await?;
-    let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir)?;
+    let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
     let worker = Worker::new(store, registry, &pools, cfg.runtime.clone())?;
     worker.run(shutdown_signal()).await?;
     Ok(())

@@ -13,10 +13,12 @@ mod auth;
 mod body;
 mod dead_letters;
 mod emails;
+mod events;
 mod health;
 mod idempotency;
 mod jobs;
 mod payloads;
+mod webhooks;
 pub mod problem;
 pub mod trace;
 pub mod views;
@@ -59,6 +61,8 @@ pub(crate) enum Tag {
     Jobs,
     /// Failed work: inspect, replay, discard.
     DeadLetters,
+    /// Webhook endpoints, events and delivery attempts.
+    Webhooks,
     /// Liveness and readiness probes.
     Health,
 }
@@ -68,6 +72,8 @@ type Apis = (
     emails::EmailsApi,
     jobs::JobsApi,
     dead_letters::DeadLettersApi,
+    webhooks::WebhookEndpointsApi,
+    events::EventsApi,
     audit::AuditApi,
 );
 
@@ -84,6 +90,8 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         emails::EmailsApi(shared.clone()),
         jobs::JobsApi(shared.clone()),
         dead_letters::DeadLettersApi(shared.clone()),
+        webhooks::WebhookEndpointsApi(shared.clone()),
+        events::EventsApi(shared.clone()),
         audit::AuditApi(shared),
     );
     OpenApiService::new(apis, "wharf", env!("CARGO_PKG_VERSION"))

@@ -12,6 +12,7 @@ pub mod objects;
 pub mod queue;
 pub mod retry;
 pub mod store;
+pub mod webhooks;
 
 pub use error::StoreError;
 pub use job::{

@@ -3,10 +3,12 @@
 //! Rust type path.
 
 pub const EMAIL: &str = "email";
+/// Webhook deliveries (`webhook`).
+pub const WEBHOOKS: &str = "webhooks";
 /// No-op, sleep, crash and fail jobs for benchmarks and failure tests. Never exposed by the API.
 pub const DIAGNOSTIC: &str = "diagnostic";
 
 /// Pools `wharf serve` and `wharf worker` run when none are named.
-pub const PRODUCTION_POOLS: &[&str] = &[EMAIL];
+pub const PRODUCTION_POOLS: &[&str] = &[EMAIL, WEBHOOKS];
 /// Every queue a worker may be asked to run.
-pub const ALL: &[&str] = &[EMAIL, DIAGNOSTIC];
+pub const ALL: &[&str] = &[EMAIL, WEBHOOKS, DIAGNOSTIC];

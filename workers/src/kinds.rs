@@ -1,17 +1,21 @@
 //! The one place where job kinds meet their handlers and retry policies.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use wharf_jobs::{
+    Store,
     config::{ConfigError, Env},
     kinds::{diagnostic::DiagnosticJob, email::EmailJob},
+    kinds::webhook::WebhookDeliveryJob,
     retry::RetryPolicy,
+    webhooks::WebhookSettings,
 };
 
 use crate::{
     diagnostic::DiagnosticHandler,
     email::{EmailConfig, EmailHandler},
     registry::Registry,
+    webhooks::{self, WebhookHandler},
 };
 
 /// Defaults inherited from the replaced system (PRODUCT §3).
@@ -35,11 +39,13 @@ pub fn retry_from_env(env: &Env, prefix: &str, default: RetryPolicy) -> Result<R
 }
 
 /// Every kind this build can run, configured from the environment.
-pub fn registry(env: &Env, data_dir: &Path) -> Result<Registry, ConfigError> {
+pub fn registry(env: &Env, data_dir: &Path, store: &Arc<dyn Store>) -> Result<Registry, ConfigError> {
     let mut r = Registry::new();
     let email = EmailConfig::from_env(env, &data_dir.join("outbox"))?;
     r.register::<EmailJob, _>(EmailHandler::new(&email)?, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
     r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
+    let hooks = WebhookSettings::from_env(env)?;
+    r.register::<WebhookDeliveryJob, _>(WebhookHandler::new(store.clone(), hooks.clone()), webhooks::retry_policy(&hooks));
     Ok(r)
 }
 

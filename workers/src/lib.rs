@@ -6,5 +6,6 @@ pub mod handler;
 pub mod kinds;
 pub mod registry;
 pub mod runtime;
+pub mod webhooks;
 
 pub use handler::{Handler, JobContext, JobError, JobResult};
