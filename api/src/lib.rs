@@ -12,6 +12,8 @@ mod audit;
 mod auth;
 mod body;
 mod dead_letters;
+mod email_suppressions;
+mod email_templates;
 mod emails;
 mod events;
 mod health;
@@ -65,11 +67,15 @@ pub(crate) enum Tag {
     Webhooks,
     /// Liveness and readiness probes.
     Health,
+    /// Email templates and the suppression list.
+    Email,
 }
 
 type Apis = (
     health::HealthApi,
     emails::EmailsApi,
+    email_templates::EmailTemplatesApi,
+    email_suppressions::EmailSuppressionsApi,
     jobs::JobsApi,
     dead_letters::DeadLettersApi,
     webhooks::WebhookEndpointsApi,
@@ -88,6 +94,8 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     let apis = (
         health::HealthApi(shared.clone()),
         emails::EmailsApi(shared.clone()),
+        email_templates::EmailTemplatesApi(shared.clone()),
+        email_suppressions::EmailSuppressionsApi(shared.clone()),
         jobs::JobsApi(shared.clone()),
         dead_letters::DeadLettersApi(shared.clone()),
         webhooks::WebhookEndpointsApi(shared.clone()),

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod idempotency;
 pub mod job;

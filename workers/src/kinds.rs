@@ -6,6 +6,7 @@ use wharf_jobs::{
     Store,
     config::{ConfigError, Env},
     kinds::{diagnostic::DiagnosticJob, email::EmailJob},
+    objects::config::ObjectsConfig,
     kinds::webhook::WebhookDeliveryJob,
     retry::RetryPolicy,
     webhooks::WebhookSettings,
@@ -42,7 +43,9 @@ pub fn retry_from_env(env: &Env, prefix: &str, default: RetryPolicy) -> Result<R
 pub fn registry(env: &Env, data_dir: &Path, store: &Arc<dyn Store>) -> Result<Registry, ConfigError> {
     let mut r = Registry::new();
     let email = EmailConfig::from_env(env, &data_dir.join("outbox"))?;
-    r.register::<EmailJob, _>(EmailHandler::new(&email)?, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
+    let objects = ObjectsConfig::from_env(env, data_dir)?;
+    let email_handler = EmailHandler::new(&email)?.with_store(store.clone()).with_objects_config(objects);
+    r.register::<EmailJob, _>(email_handler, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
     r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
     let hooks = WebhookSettings::from_env(env)?;
     r.register::<WebhookDeliveryJob, _>(WebhookHandler::new(store.clone(), hooks.clone()), webhooks::retry_policy(&hooks));

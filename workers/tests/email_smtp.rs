@@ -55,10 +55,7 @@ impl Drop for TempDir {
 }
 
 fn python() -> String {
-    std::env::var("WHARF_PYTHON")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "python3".into())
+    std::env::var("WHARF_PYTHON").ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "python3".into())
 }
 
 /// Fails (never skips) with the fix when the Python tools are missing.
@@ -70,11 +67,7 @@ fn require_aiosmtpd() -> String {
         Ok(o) => panic!(
             "`{py}` cannot import aiosmtpd ({}).\nRun `scripts/test-tools.sh` and export the \
              `WHARF_PYTHON=...` line it prints, then run the tests again.",
-            String::from_utf8_lossy(&o.stderr)
-                .trim()
-                .lines()
-                .last()
-                .unwrap_or("")
+            String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")
         ),
         Err(e) => panic!(
             "cannot run `{py}` ({e}).\nRun `scripts/test-tools.sh` and export the \
@@ -84,11 +77,7 @@ fn require_aiosmtpd() -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn sink_script() -> PathBuf {
@@ -121,24 +110,13 @@ impl SmtpServer {
         let maildir = TempDir::new("maildir");
         let port = free_port();
         let mut cmd = Command::new(py);
-        cmd.arg(sink_script())
-            .arg(maildir_in(&maildir))
-            .arg(port.to_string())
-            .args(extra);
+        cmd.arg(sink_script()).arg(maildir_in(&maildir)).arg(port.to_string()).args(extra);
         Self::start(cmd, port, maildir)
     }
 
     fn start(mut cmd: Command, port: u16, maildir: TempDir) -> Self {
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the SMTP server");
-        let mut server = SmtpServer {
-            child,
-            port,
-            maildir,
-        };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the SMTP server");
+        let mut server = SmtpServer { child, port, maildir };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = server.child.try_wait().unwrap() {
@@ -151,10 +129,7 @@ impl SmtpServer {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return server;
             }
-            assert!(
-                Instant::now() < deadline,
-                "SMTP server did not listen on {port} within 15 s"
-            );
+            assert!(Instant::now() < deadline, "SMTP server did not listen on {port} within 15 s");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -201,25 +176,16 @@ impl Parsed {
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        Parsed {
-            headers,
-            body: body.to_string(),
-        }
+        Parsed { headers, body: body.to_string() }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     fn header_text(&self) -> String {
-        self.headers
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}\n"))
-            .collect()
+        self.headers.iter().map(|(n, v)| format!("{n}: {v}\n")).collect()
     }
 }
 
@@ -238,24 +204,19 @@ fn ctx(id: JobId) -> JobContext {
 fn job() -> EmailJob {
     EmailJob {
         from: "Wharf Robot <noreply@example.com>".into(),
-        to: vec![
-            "ann@example.com".into(),
-            "Bob Example <bob@example.org>".into(),
-        ],
+        to: vec!["ann@example.com".into(), "Bob Example <bob@example.org>".into()],
         cc: vec!["carol@example.net".into()],
         bcc: vec!["hidden@example.com".into()],
         reply_to: Some("support@example.com".into()),
         subject: "Quarterly report".into(),
         text: Some("Hello in plain text.".into()),
         html: Some("<p>Hello in <b>HTML</b>.</p>".into()),
+        ..Default::default()
     }
 }
 
 fn smtp_handler(port: u16, timeout: Duration) -> EmailHandler {
-    let cfg = EmailConfig {
-        provider: EmailProviderConfig::Smtp(SmtpConfig::new("127.0.0.1", port)),
-        timeout,
-    };
+    let cfg = EmailConfig::new(EmailProviderConfig::Smtp(SmtpConfig::new("127.0.0.1", port)), timeout);
     EmailHandler::new(&cfg).unwrap()
 }
 
@@ -278,61 +239,31 @@ async fn smtp_delivers_headers_and_both_parts_without_bcc() {
     assert_eq!(handler.provider_name(), "smtp");
 
     let id = JobId::new();
-    let result = handler
-        .handle(&ctx(id), job())
-        .await
-        .expect("sent")
-        .expect("a result");
+    let result = handler.handle(&ctx(id), job()).await.expect("sent").expect("a result");
     assert_eq!(result["provider"], "smtp");
     assert_eq!(result["message_id"], format!("<{id}@wharf>"));
-    assert!(
-        result["response"].as_str().unwrap().starts_with("250"),
-        "{result}"
-    );
+    assert!(result["response"].as_str().unwrap().starts_with("250"), "{result}");
 
     let msgs = server.messages();
     assert_eq!(msgs.len(), 1, "one message in the Maildir");
     let m = Parsed::new(&msgs[0]);
     assert_eq!(m.get("From"), Some("\"Wharf Robot\" <noreply@example.com>"));
-    assert_eq!(
-        m.get("To"),
-        Some("ann@example.com, \"Bob Example\" <bob@example.org>")
-    );
+    assert_eq!(m.get("To"), Some("ann@example.com, \"Bob Example\" <bob@example.org>"));
     assert_eq!(m.get("Cc"), Some("carol@example.net"));
     assert_eq!(m.get("Reply-To"), Some("support@example.com"));
     assert_eq!(m.get("Subject"), Some("Quarterly report"));
     assert_eq!(m.get("Message-ID"), Some(format!("<{id}@wharf>").as_str()));
     assert_eq!(m.get("X-Wharf-Job-Id"), Some(id.to_string().as_str()));
-    assert!(
-        m.get("Content-Type")
-            .unwrap()
-            .starts_with("multipart/alternative"),
-        "{}",
-        m.header_text()
-    );
+    assert!(m.get("Content-Type").unwrap().starts_with("multipart/alternative"), "{}", m.header_text());
     assert!(m.body.contains("Content-Type: text/plain") && m.body.contains("Hello in plain text."));
-    assert!(
-        m.body.contains("Content-Type: text/html")
-            && m.body.contains("<p>Hello in <b>HTML</b>.</p>")
-    );
+    assert!(m.body.contains("Content-Type: text/html") && m.body.contains("<p>Hello in <b>HTML</b>.</p>"));
 
     // Bcc: delivered (the sink records the envelope in X-RcptTo) but never in the message.
-    assert!(
-        m.get("X-RcptTo").unwrap().contains("hidden@example.com"),
-        "{}",
-        m.header_text()
-    );
+    assert!(m.get("X-RcptTo").unwrap().contains("hidden@example.com"), "{}", m.header_text());
     assert_eq!(m.get("Bcc"), None);
-    let without_envelope: String = m
-        .headers
-        .iter()
-        .filter(|(n, _)| !n.starts_with("x-rcptto"))
-        .map(|(n, v)| format!("{n}: {v}\n"))
-        .collect();
-    assert!(
-        !without_envelope.contains("hidden@example.com"),
-        "{without_envelope}"
-    );
+    let without_envelope: String =
+        m.headers.iter().filter(|(n, _)| !n.starts_with("x-rcptto")).map(|(n, v)| format!("{n}: {v}\n")).collect();
+    assert!(!without_envelope.contains("hidden@example.com"), "{without_envelope}");
     assert!(!m.body.contains("hidden@example.com"));
     assert_eq!(m.get("X-MailFrom"), Some("noreply@example.com"));
 }
@@ -342,16 +273,9 @@ async fn smtp_retry_reuses_the_message_id_and_the_pool() {
     let server = SmtpServer::aiosmtpd();
     let handler = smtp_handler(server.port, Duration::from_secs(5));
     let id = JobId::new();
-    let text_only = EmailJob {
-        html: None,
-        bcc: vec![],
-        ..job()
-    };
+    let text_only = EmailJob { html: None, bcc: vec![], ..job() };
     for _ in 0..2 {
-        handler
-            .handle(&ctx(id), text_only.clone())
-            .await
-            .expect("sent");
+        handler.handle(&ctx(id), text_only.clone()).await.expect("sent");
     }
     let msgs: Vec<_> = server.messages().iter().map(|m| Parsed::new(m)).collect();
     assert_eq!(msgs.len(), 2);
@@ -366,30 +290,15 @@ async fn smtp_retry_reuses_the_message_id_and_the_pool() {
 async fn smtp_550_is_permanent_with_the_servers_reply() {
     let server = SmtpServer::sink(&[]);
     let handler = smtp_handler(server.port, Duration::from_secs(5));
-    let j = EmailJob {
-        to: vec!["reject-me@example.com".into()],
-        cc: vec![],
-        bcc: vec![],
-        ..job()
-    };
+    let j = EmailJob { to: vec!["reject-me@example.com".into()], cc: vec![], bcc: vec![], ..job() };
     let err = handler.handle(&ctx(JobId::new()), j).await.unwrap_err();
-    let JobError::Permanent { message } = &err else {
-        panic!("expected permanent, got {err:?}")
-    };
-    assert!(
-        message.starts_with("smtp rejected the message: 550"),
-        "{message}"
-    );
+    let JobError::Permanent { message } = &err else { panic!("expected permanent, got {err:?}") };
+    assert!(message.starts_with("smtp rejected the message: 550"), "{message}");
     assert!(message.contains("Recipient address rejected"), "{message}");
     assert!(server.messages().is_empty());
 
     // The same server still accepts a good recipient afterwards (the pooled connection was reset).
-    let ok = EmailJob {
-        to: vec!["fine@example.com".into()],
-        cc: vec![],
-        bcc: vec![],
-        ..job()
-    };
+    let ok = EmailJob { to: vec!["fine@example.com".into()], cc: vec![], bcc: vec![], ..job() };
     handler.handle(&ctx(JobId::new()), ok).await.expect("sent");
     assert_eq!(server.messages().len(), 1);
 }
@@ -398,16 +307,9 @@ async fn smtp_550_is_permanent_with_the_servers_reply() {
 async fn smtp_451_is_transient() {
     let server = SmtpServer::sink(&[]);
     let handler = smtp_handler(server.port, Duration::from_secs(5));
-    let j = EmailJob {
-        to: vec!["defer@example.com".into()],
-        cc: vec![],
-        bcc: vec![],
-        ..job()
-    };
+    let j = EmailJob { to: vec!["defer@example.com".into()], cc: vec![], bcc: vec![], ..job() };
     let err = handler.handle(&ctx(JobId::new()), j).await.unwrap_err();
-    let JobError::Transient { message, .. } = &err else {
-        panic!("expected transient, got {err:?}")
-    };
+    let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
     assert!(message.contains("451"), "{message}");
     assert!(server.messages().is_empty());
 }
@@ -418,14 +320,9 @@ async fn smtp_connection_refused_is_transient() {
     let handler = smtp_handler(port, Duration::from_secs(5));
     let started = Instant::now();
     let err = handler.handle(&ctx(JobId::new()), job()).await.unwrap_err();
-    let JobError::Transient { message, .. } = &err else {
-        panic!("expected transient, got {err:?}")
-    };
+    let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "refusal must not wait for the timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "refusal must not wait for the timeout");
 }
 
 #[tokio::test]
@@ -442,15 +339,9 @@ async fn smtp_silent_server_times_out_as_transient() {
     let handler = smtp_handler(port, Duration::from_millis(400));
     let started = Instant::now();
     let err = handler.handle(&ctx(JobId::new()), job()).await.unwrap_err();
-    let JobError::Transient { message, .. } = &err else {
-        panic!("expected transient, got {err:?}")
-    };
+    let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
     assert!(message.contains("timed out after 400 ms"), "{message}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     done.send(()).unwrap();
     holder.join().unwrap();
 }
@@ -460,30 +351,16 @@ fn openssl(args: &[&str]) {
         .args(args)
         .output()
         .expect("the STARTTLS test needs the `openssl` command (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it, made with `openssl`.
 /// Returns (ca.pem, server cert, server key).
 fn test_pki(dir: &Path) -> (String, String, String) {
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca, ca_key, cert, key, csr, ext) = (
-        p("ca.pem"),
-        p("ca.key"),
-        p("server.pem"),
-        p("server.key"),
-        p("server.csr"),
-        p("server.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
+    let (ca, ca_key, cert, key, csr, ext) =
+        (p("ca.pem"), p("ca.key"), p("server.pem"), p("server.key"), p("server.csr"), p("server.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
     openssl(&[
         "req",
         "-x509",
@@ -499,18 +376,7 @@ fn test_pki(dir: &Path) -> (String, String, String) {
         "-out",
         &ca,
     ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
     openssl(&[
         "x509",
         "-req",
@@ -535,15 +401,7 @@ fn test_pki(dir: &Path) -> (String, String, String) {
 async fn smtp_starttls_and_auth() {
     let certs = TempDir::new("certs");
     let (ca, cert, key) = test_pki(certs.path());
-    let server = SmtpServer::sink(&[
-        "--tls",
-        &cert,
-        &key,
-        "--user",
-        "mailer",
-        "--password",
-        "s3cret-pass",
-    ]);
+    let server = SmtpServer::sink(&["--tls", &cert, &key, "--user", "mailer", "--password", "s3cret-pass"]);
 
     let port = server.port.to_string();
     let base = [
@@ -563,51 +421,28 @@ async fn smtp_starttls_and_auth() {
     };
 
     // Trusting the test CA, with the right password: delivered over TLS.
-    let good = handler_with(&[
-        ("SMTP_PASS", "s3cret-pass"),
-        ("SMTP_TLS_CA_FILE", ca.as_str()),
-    ]);
+    let good = handler_with(&[("SMTP_PASS", "s3cret-pass"), ("SMTP_TLS_CA_FILE", ca.as_str())]);
     let id = JobId::new();
-    let result = good
-        .handle(&ctx(id), job())
-        .await
-        .expect("sent over STARTTLS with AUTH")
-        .expect("a result");
+    let result = good.handle(&ctx(id), job()).await.expect("sent over STARTTLS with AUTH").expect("a result");
     assert_eq!(result["message_id"], format!("<{id}@wharf>"));
     let msgs = server.messages();
     assert_eq!(msgs.len(), 1);
-    assert_eq!(
-        Parsed::new(&msgs[0]).get("Message-ID"),
-        Some(format!("<{id}@wharf>").as_str())
-    );
+    assert_eq!(Parsed::new(&msgs[0]).get("Message-ID"), Some(format!("<{id}@wharf>").as_str()));
 
     // A wrong password: the relay's 535 is retried (a configuration problem, not the
     // message's), and the password is never in the error.
-    let wrong = handler_with(&[
-        ("SMTP_PASS", "wrong-pass-xyz"),
-        ("SMTP_TLS_CA_FILE", ca.as_str()),
-    ]);
+    let wrong = handler_with(&[("SMTP_PASS", "wrong-pass-xyz"), ("SMTP_TLS_CA_FILE", ca.as_str())]);
     let err = wrong.handle(&ctx(JobId::new()), job()).await.unwrap_err();
-    let JobError::Transient { message, .. } = &err else {
-        panic!("expected transient, got {err:?}")
-    };
+    let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
     assert!(message.contains("535"), "{message}");
     assert!(message.contains("SMTP_USER/SMTP_PASS"), "{message}");
     assert!(!format!("{err:?} {err}").contains("wrong-pass-xyz"));
 
     // Without the CA the private certificate is refused: a transient TLS failure.
     let untrusted = handler_with(&[("SMTP_PASS", "s3cret-pass")]);
-    let err = untrusted
-        .handle(&ctx(JobId::new()), job())
-        .await
-        .unwrap_err();
-    let JobError::Transient { message, .. } = &err else {
-        panic!("expected transient, got {err:?}")
-    };
-    assert!(
-        message.to_lowercase().contains("tls") || message.contains("certificate"),
-        "{message}"
-    );
+    let err = untrusted.handle(&ctx(JobId::new()), job()).await.unwrap_err();
+    let JobError::Transient { message, .. } = &err else { panic!("expected transient, got {err:?}") };
+    assert!(message.to_lowercase().contains("tls") || message.contains("certificate"), "{message}");
     assert!(!message.contains("s3cret-pass"));
     assert_eq!(server.messages().len(), 1, "nothing more was delivered");
 }
@@ -620,14 +455,8 @@ fn smtp_ca_file_errors_name_the_variable() {
     for path in [dir.path().join("missing.pem"), not_pem] {
         let mut smtp = SmtpConfig::new("127.0.0.1", 2525);
         smtp.tls_ca_file = Some(path);
-        smtp.credentials = Some(SmtpCredentials {
-            user: "u".into(),
-            pass: "p".into(),
-        });
-        let cfg = EmailConfig {
-            provider: EmailProviderConfig::Smtp(smtp),
-            timeout: Duration::from_secs(1),
-        };
+        smtp.credentials = Some(SmtpCredentials { user: "u".into(), pass: "p".into() });
+        let cfg = EmailConfig::new(EmailProviderConfig::Smtp(smtp), Duration::from_secs(1));
         let e = EmailHandler::new(&cfg).err().expect("an error");
         assert_eq!(e.var, "SMTP_TLS_CA_FILE", "{e}");
     }
@@ -647,46 +476,29 @@ async fn outbox_writes_an_eml_file_with_the_headers() {
     assert!(dir.is_dir(), "the outbox directory is created");
 
     let id = JobId::new();
-    let result = handler
-        .handle(&ctx(id), job())
-        .await
-        .expect("written")
-        .expect("a result");
+    let result = handler.handle(&ctx(id), job()).await.expect("written").expect("a result");
     assert_eq!(result["provider"], "outbox");
     assert_eq!(result["message_id"], format!("<{id}@wharf>"));
 
-    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("eml"));
     assert_eq!(result["file"], files[0].display().to_string());
 
     let m = Parsed::new(&std::fs::read_to_string(&files[0]).unwrap());
     assert_eq!(m.get("From"), Some("\"Wharf Robot\" <noreply@example.com>"));
-    assert_eq!(
-        m.get("To"),
-        Some("ann@example.com, \"Bob Example\" <bob@example.org>")
-    );
+    assert_eq!(m.get("To"), Some("ann@example.com, \"Bob Example\" <bob@example.org>"));
     assert_eq!(m.get("Cc"), Some("carol@example.net"));
     assert_eq!(m.get("Subject"), Some("Quarterly report"));
     assert_eq!(m.get("Message-ID"), Some(format!("<{id}@wharf>").as_str()));
     assert_eq!(m.get("X-Wharf-Job-Id"), Some(id.to_string().as_str()));
     assert_eq!(m.get("Bcc"), None);
     assert!(!m.header_text().contains("hidden@example.com"));
-    assert!(
-        m.get("Content-Type")
-            .unwrap()
-            .starts_with("multipart/alternative")
-    );
+    assert!(m.get("Content-Type").unwrap().starts_with("multipart/alternative"));
 
     // Removed behind the worker's back: recreated on the next send.
     std::fs::remove_dir_all(&dir).unwrap();
-    handler
-        .handle(&ctx(JobId::new()), job())
-        .await
-        .expect("written again");
+    handler.handle(&ctx(JobId::new()), job()).await.expect("written again");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }
 
@@ -695,14 +507,9 @@ async fn outbox_bad_address_is_permanent() {
     let root = TempDir::new("outbox-bad");
     let cfg = EmailConfig::from_env(&Env::default(), root.path()).unwrap();
     let handler = EmailHandler::new(&cfg).unwrap();
-    let j = EmailJob {
-        to: vec!["not an address".into()],
-        ..job()
-    };
+    let j = EmailJob { to: vec!["not an address".into()], ..job() };
     let err = handler.handle(&ctx(JobId::new()), j).await.unwrap_err();
-    let JobError::Permanent { message } = &err else {
-        panic!("expected permanent, got {err:?}")
-    };
+    let JobError::Permanent { message } = &err else { panic!("expected permanent, got {err:?}") };
     assert!(message.starts_with("to[0]:"), "{message}");
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
@@ -712,12 +519,7 @@ fn outbox_dir_that_cannot_be_created_names_the_variable() {
     let root = TempDir::new("outbox-file");
     let file = root.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    let cfg = EmailConfig {
-        provider: EmailProviderConfig::Outbox {
-            dir: file.join("sub"),
-        },
-        timeout: Duration::from_secs(1),
-    };
+    let cfg = EmailConfig::new(EmailProviderConfig::Outbox { dir: file.join("sub") }, Duration::from_secs(1));
     let e = EmailHandler::new(&cfg).err().expect("an error");
     assert_eq!(e.var, "EMAIL_OUTBOX_DIR");
 }

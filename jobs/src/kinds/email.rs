@@ -1,5 +1,8 @@
 //! The email job: what the API accepts and the email pool sends.
 
+use std::collections::BTreeMap;
+
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{FieldError, JobKind};
@@ -8,6 +11,16 @@ use crate::queue;
 pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_SUBJECT_CHARS: usize = 998;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default of `EMAIL_ATTACHMENTS_MAX_BYTES`: the decoded size of all attachments of one email.
+pub const DEFAULT_ATTACHMENTS_MAX_BYTES: usize = 10 * 1024 * 1024;
+pub const MAX_ATTACHMENTS: usize = 50;
+pub const MAX_FILENAME_CHARS: usize = 255;
+/// Postmark keeps at most 10 metadata fields (names ≤ 20, values ≤ 80 characters); Resend and
+/// SES allow letters, digits, `_` and `-`. Tags obey all of them.
+pub const MAX_TAGS: usize = 10;
+pub const MAX_TAG_NAME_CHARS: usize = 20;
+pub const MAX_TAG_VALUE_CHARS: usize = 80;
+pub const MAX_TEMPLATE_NAME_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -21,11 +34,64 @@ pub struct EmailJob {
     pub bcc: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// Required unless a `template` gives the content.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+    /// Content from a template instead of `subject`/`text`/`html`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// Name → value; Resend `tags`, SES `EmailTags`, Postmark `Metadata`, an `X-Wharf-Tags`
+    /// header over SMTP and in the outbox.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Only meaningful in the edited payload of a dead-letter replay: send again even though
+    /// a provider already accepted this email (the send ledger would otherwise skip it).
+    /// Applies to the replay that introduces it; a later replay of that replay that keeps the
+    /// flag does not send a third time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_resend: bool,
+}
+
+/// Which template gives an email's subject and body. `name` is one of wharf's own templates
+/// of the tenant (`PUT /v1/email-templates/{name}`), rendered by wharf, so it works on every
+/// provider; `postmark_alias` and `ses_template` name templates kept at those providers and
+/// are passed through to them (each provider uses its own when given, else wharf's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Postmark `TemplateAlias` (`/email/withTemplate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmark_alias: Option<String>,
+    /// SES v2 template name (`Content.Template.TemplateName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ses_template: Option<String>,
+    /// The template's variables (Postmark `TemplateModel`, SES `TemplateData`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A file attached to an email: inline base64 `content`, or the `key` of an object under the
+/// tenant's prefix (`tenants/{tenant}/…`), fetched when the email is sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub filename: String,
+    /// `type/subtype`; guessed from the file name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Standard base64 (RFC 4648, with padding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl JobKind for EmailJob {
@@ -53,29 +119,227 @@ impl EmailJob {
         if let Some(r) = &self.reply_to {
             check_mailbox("reply_to", r, &mut errs);
         }
-        if self.subject.trim().is_empty() {
-            errs.push(FieldError::new("subject", "must not be empty"));
-        } else if self.subject.chars().count() > MAX_SUBJECT_CHARS {
-            errs.push(FieldError::new("subject", format!("longer than {MAX_SUBJECT_CHARS} characters")));
-        } else if self.subject.contains(['\r', '\n']) {
-            errs.push(FieldError::new("subject", "must not contain line breaks"));
-        }
-        match (&self.text, &self.html) {
-            (None, None) => errs.push(FieldError::new("text", "give `text`, `html` or both")),
-            _ => {
-                for (name, body) in [("text", &self.text), ("html", &self.html)] {
-                    if let Some(b) = body {
-                        if b.is_empty() {
-                            errs.push(FieldError::new(name, "must not be empty when given"));
-                        } else if b.len() > MAX_BODY_BYTES {
-                            errs.push(FieldError::new(name, format!("larger than {MAX_BODY_BYTES} bytes")));
+        match &self.template {
+            Some(t) => {
+                for (name, given) in [
+                    ("subject", !self.subject.is_empty()),
+                    ("text", self.text.is_some()),
+                    ("html", self.html.is_some()),
+                ] {
+                    if given {
+                        errs.push(FieldError::new(name, "give either a `template` or subject/text/html, not both"));
+                    }
+                }
+                t.validate(&mut errs);
+            }
+            None => {
+                if self.subject.is_empty() {
+                    // As serde said before `template` made the subject optional.
+                    errs.push(FieldError::new("subject", "is required"));
+                } else if self.subject.trim().is_empty() {
+                    errs.push(FieldError::new("subject", "must not be empty"));
+                } else if self.subject.chars().count() > MAX_SUBJECT_CHARS {
+                    errs.push(FieldError::new("subject", format!("longer than {MAX_SUBJECT_CHARS} characters")));
+                } else if self.subject.contains(['\r', '\n']) {
+                    errs.push(FieldError::new("subject", "must not contain line breaks"));
+                }
+                match (&self.text, &self.html) {
+                    (None, None) => errs.push(FieldError::new("text", "give `text`, `html` or both (or a `template`)")),
+                    _ => {
+                        for (name, body) in [("text", &self.text), ("html", &self.html)] {
+                            if let Some(b) = body {
+                                if b.is_empty() {
+                                    errs.push(FieldError::new(name, "must not be empty when given"));
+                                } else if b.len() > MAX_BODY_BYTES {
+                                    errs.push(FieldError::new(name, format!("larger than {MAX_BODY_BYTES} bytes")));
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            errs.push(FieldError::new("attachments", format!("at most {MAX_ATTACHMENTS} attachments")));
+        }
+        for (i, a) in self.attachments.iter().enumerate() {
+            a.validate(&format!("attachments[{i}]"), &mut errs);
+        }
+        if self.tags.len() > MAX_TAGS {
+            errs.push(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+        }
+        for (name, value) in &self.tags {
+            let field = format!("tags.{name}");
+            if !is_tag_text(name, MAX_TAG_NAME_CHARS) {
+                errs.push(FieldError::new(
+                    &field,
+                    format!("a tag name is 1–{MAX_TAG_NAME_CHARS} letters, digits, `_` or `-`"),
+                ));
+            }
+            if !is_tag_text(value, MAX_TAG_VALUE_CHARS) {
+                errs.push(FieldError::new(
+                    &field,
+                    format!("a tag value is 1–{MAX_TAG_VALUE_CHARS} letters, digits, `_` or `-`"),
+                ));
+            }
+        }
         errs
     }
+}
+
+impl EmailJob {
+    /// Every recipient (to, cc, bcc) as a bare address.
+    pub fn recipients(&self) -> impl Iterator<Item = &str> {
+        self.to.iter().chain(&self.cc).chain(&self.bcc).map(|m| split_mailbox(m).1)
+    }
+
+    /// The decoded size of the inline attachments (object-key attachments are sized when they
+    /// are fetched). Invalid base64 counts as its encoded length (validation reports it).
+    pub fn inline_attachment_bytes(&self) -> usize {
+        self.attachments.iter().filter_map(|a| a.content.as_deref()).map(decoded_len).sum()
+    }
+
+    /// The size limit of attachments, checked where the limit is known (API, worker).
+    pub fn check_attachment_size(&self, max_bytes: usize) -> Option<FieldError> {
+        let total = self.inline_attachment_bytes();
+        (total > max_bytes).then(|| {
+            FieldError::new(
+                "attachments",
+                format!("{total} bytes of attachments; at most {max_bytes} (EMAIL_ATTACHMENTS_MAX_BYTES)"),
+            )
+        })
+    }
+}
+
+impl TemplateRef {
+    fn validate(&self, errs: &mut Vec<FieldError>) {
+        if self.name.is_none() && self.postmark_alias.is_none() && self.ses_template.is_none() {
+            errs.push(FieldError::new(
+                "template.name",
+                "give `name` (a wharf template), `postmark_alias` or `ses_template`",
+            ));
+        }
+        if let Some(n) = &self.name
+            && let Err(e) = check_template_name(n)
+        {
+            errs.push(FieldError::new("template.name", e));
+        }
+        for (field, v) in
+            [("template.postmark_alias", &self.postmark_alias), ("template.ses_template", &self.ses_template)]
+        {
+            if let Some(v) = v
+                && (v.trim().is_empty() || v.len() > 255 || v.chars().any(char::is_control))
+            {
+                errs.push(FieldError::new(field, "must be 1–255 characters without control characters"));
+            }
+        }
+    }
+}
+
+/// A wharf template's name: 1–100 letters, digits, `.`, `_` or `-`.
+pub fn check_template_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TEMPLATE_NAME_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a template name: 1–{MAX_TEMPLATE_NAME_CHARS} letters, digits, `.`, `_` or `-`"))
+    }
+}
+
+impl Attachment {
+    fn validate(&self, field: &str, errs: &mut Vec<FieldError>) {
+        let f = self.filename.trim();
+        if f.is_empty() || f.chars().count() > MAX_FILENAME_CHARS {
+            errs.push(FieldError::new(
+                format!("{field}.filename"),
+                format!("must be 1–{MAX_FILENAME_CHARS} characters"),
+            ));
+        } else if f.chars().any(|c| c.is_control() || c == '/' || c == '\\' || c == '"') {
+            errs.push(FieldError::new(
+                format!("{field}.filename"),
+                "must not contain control characters, quotes or slashes",
+            ));
+        }
+        if let Some(ct) = &self.content_type
+            && !is_content_type(ct)
+        {
+            errs.push(FieldError::new(
+                format!("{field}.content_type"),
+                format!("`{ct}` is not a `type/subtype` media type"),
+            ));
+        }
+        match (&self.content, &self.key) {
+            (Some(_), Some(_)) | (None, None) => errs.push(FieldError::new(
+                field.to_string(),
+                "give exactly one of `content` (base64) or `key` (an object key)",
+            )),
+            (Some(c), None) => {
+                if c.is_empty() {
+                    errs.push(FieldError::new(format!("{field}.content"), "must not be empty"));
+                } else if base64::engine::general_purpose::STANDARD.decode(c).is_err() {
+                    errs.push(FieldError::new(
+                        format!("{field}.content"),
+                        "is not valid base64 (RFC 4648 standard alphabet, padded)",
+                    ));
+                }
+            }
+            (None, Some(k)) => {
+                if k.trim().is_empty() || k.starts_with('/') || k.chars().any(char::is_control) {
+                    errs.push(FieldError::new(format!("{field}.key"), "is not an object key (`tenants/{tenant}/…`)"));
+                }
+            }
+        }
+    }
+
+    /// The content type to send: the given one, else a guess from the file name.
+    pub fn media_type(&self) -> String {
+        if let Some(ct) = &self.content_type {
+            return ct.clone();
+        }
+        let ext = self.filename.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        match ext.as_str() {
+            "pdf" => "application/pdf",
+            "txt" | "log" => "text/plain",
+            "csv" => "text/csv",
+            "html" | "htm" => "text/html",
+            "json" => "application/json",
+            "xml" => "application/xml",
+            "zip" => "application/zip",
+            "png" => "image/png",
+            "jpg" | "jpeg" => "image/jpeg",
+            "gif" => "image/gif",
+            "svg" => "image/svg+xml",
+            "ics" => "text/calendar",
+            "doc" => "application/msword",
+            "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "xls" => "application/vnd.ms-excel",
+            "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            _ => "application/octet-stream",
+        }
+        .to_string()
+    }
+}
+
+fn decoded_len(b64: &str) -> usize {
+    let trimmed = b64.trim_end_matches('=');
+    trimmed.len() * 3 / 4
+}
+
+fn is_content_type(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    !ct.contains(['\r', '\n']) && essence.split_once('/').is_some_and(|(t, st)| token(t) && token(st))
+}
+
+fn is_tag_text(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `addr` (bare, without a name) is a valid email address.
+pub fn is_valid_address(addr: &str) -> bool {
+    email_address::EmailAddress::is_valid(addr)
 }
 
 /// Splits `Name <addr>` into its parts; a bare address has no name.

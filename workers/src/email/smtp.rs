@@ -35,14 +35,10 @@ impl SmtpProvider {
             let mut b = TlsParameters::builder(cfg.host.clone());
             if let Some(path) = &cfg.tls_ca_file {
                 let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::new(
-                        "SMTP_TLS_CA_FILE",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
+                    ConfigError::new("SMTP_TLS_CA_FILE", format!("cannot read {}: {e}", path.display()))
                 })?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| {
-                    ConfigError::new("SMTP_TLS_CA_FILE", format!("{}: {e}", path.display()))
-                })?;
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|e| ConfigError::new("SMTP_TLS_CA_FILE", format!("{}: {e}", path.display())))?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ConfigError::new(
                         "SMTP_TLS_CA_FILE",
@@ -51,13 +47,8 @@ impl SmtpProvider {
                 }
                 b = b.add_root_certificate(cert);
             }
-            let var = if cfg.tls_ca_file.is_some() {
-                "SMTP_TLS_CA_FILE"
-            } else {
-                "SMTP_HOST"
-            };
-            b.build_rustls()
-                .map_err(|e| ConfigError::new(var, format!("TLS setup failed: {e}")))
+            let var = if cfg.tls_ca_file.is_some() { "SMTP_TLS_CA_FILE" } else { "SMTP_HOST" };
+            b.build_rustls().map_err(|e| ConfigError::new(var, format!("TLS setup failed: {e}")))
         };
         let tls = if cfg.secure {
             Tls::Wrapper(tls_params()?)
@@ -90,17 +81,13 @@ impl SmtpProvider {
 
     fn transport(&self) -> AsyncSmtpTransport<Tokio1Executor> {
         let mut slot = self.transport.lock().unwrap_or_else(|p| p.into_inner());
-        slot.get_or_insert_with(|| self.builder.clone().build())
-            .clone()
+        slot.get_or_insert_with(|| self.builder.clone().build()).clone()
     }
 
     /// Sends over a pooled connection, within the timeout as a whole. (lettre applies its
     /// timeout to connecting only: a relay that accepts the connection and then stalls
     /// would hold the job forever.)
-    pub(super) async fn send(
-        &self,
-        message: &Message,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, JobError> {
+    pub(super) async fn send(&self, message: &Message) -> Result<serde_json::Map<String, serde_json::Value>, JobError> {
         let transport = self.transport();
         let sent = tokio::time::timeout(self.timeout, transport.send(message.clone())).await;
         let Ok(sent) = sent else {
@@ -135,9 +122,7 @@ impl SmtpProvider {
     fn classify(&self, e: &smtp::Error) -> JobError {
         let reply = || {
             let code = e.status().map(|c| c.to_string()).unwrap_or_default();
-            let text = std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
+            let text = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
             format!("{code} {text}").trim().to_string()
         };
         let code = e.status().map(u16::from);
