@@ -427,3 +427,49 @@ async fn private_targets_are_refused() {
     let (s, body) = strict.post(&h.key, "/v1/webhook-endpoints", &json!({"url": "https://example.com/hook"})).await;
     assert_eq!(s, 201, "{body}");
 }
+
+/// `wharf serve` on a laptop: loopback and plain http are allowed, and the encryption key is
+/// made on first start in `$WHARF_DATA_DIR/encryption.key` (0600) and reused on the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_delivers_to_loopback_with_its_own_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rx = Receiver::start().await;
+    let run = |port: u16| {
+        let env = vec![
+            ("WHARF_DATA_DIR".to_string(), data.display().to_string()),
+            ("PORT".to_string(), port.to_string()),
+            ("WORKER_POLL_INTERVAL_MS".to_string(), "100".to_string()),
+        ];
+        WharfProcess::spawn(&["serve"], &env, dir.path())
+    };
+    let port = free_port();
+    let serve = run(port);
+    wait_port(port, Duration::from_secs(30)).await;
+    let key = eventually(Duration::from_secs(10), "the admin key on stdout", || async {
+        serve.logs().lines().map(str::trim).find(|l| l.starts_with("wharf_")).map(str::to_string)
+    })
+    .await;
+    let key_file = data.join("encryption.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let stored_key = std::fs::read_to_string(&key_file).unwrap();
+    let api = ApiClient::new(port);
+    let (s, e) = api.post(&key, "/v1/webhook-endpoints", &json!({"url": rx.url("/laptop")})).await;
+    assert_eq!(s, 201, "{e}");
+    let secret = e["secret"].as_str().unwrap().to_string();
+    let (s, ev) = api.post(&key, "/v1/events", &json!({"type": "dev.ping", "data": {"hello": "world"}})).await;
+    assert_eq!(s, 202, "{ev}");
+    let got = rx.wait_for("/laptop", 1, WAIT).await;
+    assert_signed(&secret, &got[0]);
+    drop(serve);
+
+    let port = free_port();
+    let _again = run(port);
+    wait_port(port, Duration::from_secs(30)).await;
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), stored_key, "the key is kept");
+    let (s, ev) = ApiClient::new(port).post(&key, "/v1/events", &json!({"type": "dev.ping", "data": {}})).await;
+    assert_eq!(s, 202, "{ev}");
+    let got = rx.wait_for("/laptop", 2, WAIT).await;
+    assert_signed(&secret, &got[1]);
+}
