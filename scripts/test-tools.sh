@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python tools wharf's tests use (SMTP sink: aiosmtpd) into a venv, idempotently.
+# Installs the Python tools wharf's tests use (SMTP sink: aiosmtpd; S3: moto_server) into a venv,
+# idempotently.
 #
 #   scripts/test-tools.sh            # installs (fast when already installed)
 #   eval "$(scripts/test-tools.sh | grep '^WHARF_PYTHON=')"; export WHARF_PYTHON
@@ -9,6 +10,7 @@
 set -euo pipefail
 
 AIOSMTPD_VERSION="1.4.6"
+MOTO_VERSION="5.2.5"
 
 tools_dir="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}"
 venv="$tools_dir/venv"
@@ -46,6 +48,22 @@ if ! installed; then
     echo "test-tools: installing aiosmtpd==$AIOSMTPD_VERSION" >&2
     "$py" -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
     installed || { echo "test-tools: aiosmtpd still does not import from $py" >&2; exit 1; }
+fi
+
+# moto's server (S3 for the object-storage and purge tests), started as `$venv/bin/moto_server`.
+moto_installed() {
+    [ -x "$venv/bin/moto_server" ] && "$py" - "$MOTO_VERSION" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import moto.server  # noqa: F401
+sys.exit(0 if version("moto") == sys.argv[1] else 1)
+PY
+}
+
+if ! moto_installed; then
+    echo "test-tools: installing moto[server]==$MOTO_VERSION" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    moto_installed || { echo "test-tools: moto_server still does not run from $venv" >&2; exit 1; }
 fi
 
 echo "WHARF_PYTHON=$py"

@@ -10,15 +10,22 @@ use wharf_jobs::{
     Store, StoreError,
     config::Env,
     keys::{NewApiKey, Scope, validate_tenant},
+    objects::offload::OffloadingStore,
     open_store, queue,
     store::redact,
 };
+use wharf_scheduler::{Scheduler, SchedulerConfig};
 use wharf_workers::runtime::Worker;
 
 use crate::config::Config;
 
+/// The store, with payloads above `PAYLOAD_OFFLOAD_BYTES` kept in object storage.
 async fn store(cfg: &Config) -> Result<Arc<dyn Store>> {
-    open_store(&cfg.store).await.with_context(|| format!("cannot open the store at {}", redact(&cfg.store.url)))
+    let store = open_store(&cfg.store)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact(&cfg.store.url)))?;
+    tracing::debug!(objects = %cfg.objects.describe(), offload_bytes = cfg.offload_bytes, "object storage");
+    Ok(OffloadingStore::wrap(store, cfg.objects.open().await, cfg.offload_bytes))
 }
 
 /// Cancelled on SIGTERM or Ctrl-C.
@@ -84,11 +91,14 @@ pub async fn serve() -> Result<()> {
     if let Some(path) = key_file {
         println!("wharf: webhook secrets are encrypted with the key in {} (set WHARF_ENCRYPTION_KEY to use another)", path.display());
     }
+    let scheduler = Scheduler::new(store.clone(), SchedulerConfig::from_env(&cfg.env)?);
     let stop = shutdown_signal();
     let worker = tokio::spawn(worker.run(stop.clone()));
+    let scheduler = tokio::spawn(scheduler.run(stop.clone()));
     let api = run_api(&cfg, store, stop.clone()).await;
     stop.cancel();
     worker.await.context("worker task")??;
+    scheduler.await.context("scheduler task")?;
     api
 }
 
@@ -118,6 +128,15 @@ pub async fn worker(pools: Vec<String>, concurrency: Option<usize>) -> Result<()
     let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
     let worker = Worker::new(store, registry, &pools, cfg.runtime.clone())?;
     worker.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn scheduler() -> Result<()> {
+    let cfg = Config::load(Env::from_process(), "0.0.0.0")?;
+    let scheduler_cfg = SchedulerConfig::from_env(&cfg.env)?;
+    let store = store(&cfg).await?;
+    ensure_ready(store.as_ref()).await?;
+    Scheduler::new(store, scheduler_cfg).run(shutdown_signal()).await;
     Ok(())
 }
 

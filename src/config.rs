@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use wharf_jobs::{
     StoreConfig,
     config::{ConfigError, Env},
+    objects::config::{ObjectsConfig, offload_threshold},
 };
 use wharf_workers::runtime::RuntimeConfig;
 
@@ -18,6 +19,10 @@ pub struct Config {
     pub host: String,
     pub public_url: String,
     pub runtime: RuntimeConfig,
+    /// Object storage (`STORAGE_*`): large job payloads, tenant files.
+    pub objects: ObjectsConfig,
+    /// Payloads above this many bytes are kept in object storage (`PAYLOAD_OFFLOAD_BYTES`).
+    pub offload_bytes: usize,
 }
 
 impl Config {
@@ -50,7 +55,11 @@ impl Config {
             return Err(ConfigError::new("WHARF_PUBLIC_URL", "must be an http:// or https:// URL"));
         }
         let runtime = runtime_config(&env)?;
+        let objects = ObjectsConfig::from_env(&env, &data_dir)?;
+        let offload_bytes = offload_threshold(&env)?;
         Ok(Config {
+            objects,
+            offload_bytes,
             data_dir,
             store: StoreConfig { url, pool_min, pool_max },
             port,

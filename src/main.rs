@@ -30,6 +30,9 @@ enum Command {
         #[arg(long)]
         concurrency: Option<usize>,
     },
+    /// The scheduler: fires cron schedules (purges, configured jobs) once per tick across
+    /// replicas, and watches dead-letter levels.
+    Scheduler,
     /// Apply database migrations.
     Migrate,
     /// Manage API keys.
@@ -59,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Serve => commands::serve().await,
         Command::Api => commands::api().await,
         Command::Worker { pools, concurrency } => commands::worker(pools, concurrency).await,
+        Command::Scheduler => commands::scheduler().await,
         Command::Migrate => commands::migrate().await,
         Command::Keys { command: KeysCommand::Create { tenant, scopes } } => commands::create_key(&tenant, &scopes).await,
     };

@@ -20,6 +20,7 @@ mod health;
 mod idempotency;
 mod jobs;
 mod payloads;
+mod schedules;
 mod webhooks;
 pub mod problem;
 pub mod trace;
@@ -67,6 +68,8 @@ pub(crate) enum Tag {
     Webhooks,
     /// Liveness and readiness probes.
     Health,
+    /// Cron schedules and what they last fired.
+    Schedules,
     /// Email templates and the suppression list.
     Email,
 }
@@ -81,6 +84,7 @@ type Apis = (
     webhooks::WebhookEndpointsApi,
     events::EventsApi,
     audit::AuditApi,
+    schedules::SchedulesApi,
 );
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
@@ -100,7 +104,8 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         dead_letters::DeadLettersApi(shared.clone()),
         webhooks::WebhookEndpointsApi(shared.clone()),
         events::EventsApi(shared.clone()),
-        audit::AuditApi(shared),
+        audit::AuditApi(shared.clone()),
+        schedules::SchedulesApi(shared),
     );
     OpenApiService::new(apis, "wharf", env!("CARGO_PKG_VERSION"))
         .description(

@@ -12,6 +12,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("migrations are not applied: run `wharf migrate`")]
     NotMigrated,
+    #[error("{0}")]
+    Objects(#[from] crate::objects::ObjectError),
 }
 
 impl StoreError {

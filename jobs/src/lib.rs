@@ -10,8 +10,10 @@ pub mod job;
 pub mod keys;
 pub mod kinds;
 pub mod objects;
+pub mod purge;
 pub mod queue;
 pub mod retry;
+pub mod schedules;
 pub mod store;
 pub mod webhooks;
 

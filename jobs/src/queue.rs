@@ -5,10 +5,12 @@
 pub const EMAIL: &str = "email";
 /// Webhook deliveries (`webhook`).
 pub const WEBHOOKS: &str = "webhooks";
+/// Retention purges, enqueued by the scheduler (`purge`).
+pub const PURGE: &str = "purge";
 /// No-op, sleep, crash and fail jobs for benchmarks and failure tests. Never exposed by the API.
 pub const DIAGNOSTIC: &str = "diagnostic";
 
 /// Pools `wharf serve` and `wharf worker` run when none are named.
-pub const PRODUCTION_POOLS: &[&str] = &[EMAIL, WEBHOOKS];
+pub const PRODUCTION_POOLS: &[&str] = &[PURGE, EMAIL, WEBHOOKS];
 /// Every queue a worker may be asked to run.
-pub const ALL: &[&str] = &[EMAIL, WEBHOOKS, DIAGNOSTIC];
+pub const ALL: &[&str] = &[PURGE, EMAIL, WEBHOOKS, DIAGNOSTIC];

@@ -21,6 +21,8 @@ use wharf_jobs::{
     open_store,
 };
 
+pub mod objects;
+
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

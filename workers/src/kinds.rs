@@ -5,7 +5,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use wharf_jobs::{
     Store,
     config::{ConfigError, Env},
-    kinds::{diagnostic::DiagnosticJob, email::EmailJob},
+    kinds::{diagnostic::DiagnosticJob, email::EmailJob, purge::PurgeJob},
     objects::config::ObjectsConfig,
     kinds::webhook::WebhookDeliveryJob,
     retry::RetryPolicy,
@@ -15,12 +15,15 @@ use wharf_jobs::{
 use crate::{
     diagnostic::DiagnosticHandler,
     email::{EmailConfig, EmailHandler},
+    purge::PurgeHandler,
     registry::Registry,
     webhooks::{self, WebhookHandler},
 };
 
 /// Defaults inherited from the replaced system (PRODUCT §3).
 pub const EMAIL_RETRY: RetryPolicy = RetryPolicy::new(5, Duration::from_secs(30), Duration::from_secs(600));
+/// Purges: 3 attempts (PRODUCT §3).
+pub const PURGE_RETRY: RetryPolicy = RetryPolicy::new(3, Duration::from_secs(60), Duration::from_secs(900));
 pub const DIAGNOSTIC_RETRY: RetryPolicy = RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(10));
 
 /// `{PREFIX}_MAX_ATTEMPTS`, `{PREFIX}_RETRY_BASE_MS`, `{PREFIX}_RETRY_MAX_MS` over the defaults.
@@ -46,6 +49,7 @@ pub fn registry(env: &Env, data_dir: &Path, store: &Arc<dyn Store>) -> Result<Re
     let objects = ObjectsConfig::from_env(env, data_dir)?;
     let email_handler = EmailHandler::new(&email)?.with_store(store.clone()).with_objects_config(objects);
     r.register::<EmailJob, _>(email_handler, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
+    r.register::<PurgeJob, _>(PurgeHandler::from_env(env, data_dir)?.with_store(store.clone()), retry_from_env(env, "PURGE", PURGE_RETRY)?);
     r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
     let hooks = WebhookSettings::from_env(env)?;
     r.register::<WebhookDeliveryJob, _>(WebhookHandler::new(store.clone(), hooks.clone()), webhooks::retry_policy(&hooks));

@@ -4,6 +4,7 @@ pub mod diagnostic;
 pub mod email;
 pub mod handler;
 pub mod kinds;
+pub mod purge;
 pub mod registry;
 pub mod runtime;
 pub mod webhooks;

@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod email;
+pub mod purge;
 pub mod webhook;
 
 use serde::{Serialize, de::DeserializeOwned};

@@ -1,6 +1,12 @@
 //! Object storage: S3 (aws-sdk-s3) in production, a local directory for `wharf serve`.
 //! Tenants are kept apart by key prefix: `tenants/{tenant}/…` for tenant data, `system/…` for
-//! wharf's own (large job payloads). Backends live one per file beside this one.
+//! wharf's own (large job payloads). Backends live one per file beside this one; `config`
+//! chooses one from the environment, `offload` keeps large job payloads here.
+
+pub mod config;
+pub mod local;
+pub mod offload;
+pub mod s3;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,6 +44,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, keys: &[String]) -> Result<u64, ObjectError>;
     /// Objects under `prefix`, in pages of at most `limit`.
     async fn list(&self, prefix: &str, limit: u32, continuation: Option<String>) -> Result<ObjectPage, ObjectError>;
+}
+
+/// A key every backend accepts: relative, `/`-separated, no empty, `.` or `..` segments.
+pub fn check_key(key: &str) -> Result<(), ObjectError> {
+    let bad = |why: &str| Err(ObjectError::InvalidKey(key.to_string(), why.to_string()));
+    if key.is_empty() || key.len() > 1024 {
+        return bad("must be 1 to 1024 bytes");
+    }
+    if key.contains('\\') || key.contains('\0') {
+        return bad("must not contain `\\` or NUL");
+    }
+    if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return bad("must be relative with no empty, `.` or `..` segments");
+    }
+    Ok(())
 }
 
 /// The prefix every object of `tenant` lives under.
