@@ -265,8 +265,7 @@ impl FakeProvider {
             None => {}
         }
         let mut s = self.lock();
-        s.next_id += 1;
-        let id = format!("00000000-0000-4000-8000-{:012}", s.next_id);
+        let id = format!("00000000-0000-4000-8000-{:012}", s.next_id + 1);
         match self.kind {
             Kind::Resend => {
                 let key = h.get("idempotency-key").cloned().unwrap_or_default();
@@ -279,6 +278,7 @@ impl FakeProvider {
                         (409, vec![], e.to_string())
                     };
                 }
+                s.next_id += 1;
                 let answer = json!({"id": id}).to_string();
                 s.idempotent.insert(key, (body.clone(), answer.clone()));
                 s.sent.push(body.clone());
@@ -302,12 +302,14 @@ impl FakeProvider {
                     );
                     return (422, vec![], json!({"ErrorCode": 406, "Message": m}).to_string());
                 }
+                s.next_id += 1;
                 s.sent.push(body.clone());
                 let answer = json!({"To": to, "SubmittedAt": "2026-11-25T12:00:00.0000000-05:00", "MessageID": id,
                     "ErrorCode": 0, "Message": "OK"});
                 (200, vec![], answer.to_string())
             }
             Kind::Ses => {
+                s.next_id += 1;
                 s.sent.push(body.clone());
                 (200, vec![], json!({"MessageId": format!("ses-{id}")}).to_string())
             }
@@ -403,4 +405,157 @@ impl FakeProvider {
         }
         None
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// moto_server (SES v2 and S3 on one port) and a private CA for the STARTTLS sink.
+
+/// `moto_server` beside `$WHARF_PYTHON` (scripts/test-tools.sh installs it), else on PATH.
+pub fn moto_server_bin() -> std::path::PathBuf {
+    let py = std::env::var("WHARF_PYTHON").unwrap_or_default();
+    match std::path::Path::new(&py).parent() {
+        Some(bin) if bin.join("moto_server").exists() => bin.join("moto_server"),
+        _ => "moto_server".into(),
+    }
+}
+
+/// A moto_server process, killed on drop. It does not check signatures; SES v2 requests are
+/// routed by the `ses` service in a SigV4-looking `Authorization` header.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+const MOTO_AUTH: &str =
+    "AWS4-HMAC-SHA256 Credential=testing/20261125/us-east-1/ses/aws4_request, SignedHeaders=host, Signature=0";
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(moto_server_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {} failed ({e}); run scripts/test-tools.sh", moto_server_bin().display())
+            });
+        let mut moto = Moto { port, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited ({status}); run scripts/test-tools.sh");
+            }
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start on {port}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SES v2 `CreateEmailIdentity`: moto refuses mail from unverified senders.
+    pub async fn verify_sender(&self, address: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/email/identities", self.endpoint()))
+            .header("Authorization", MOTO_AUTH)
+            .header("Content-Type", "application/json")
+            .body(json!({"EmailIdentity": address}).to_string())
+            .send()
+            .await
+            .expect("CreateEmailIdentity");
+        assert!(r.status().is_success(), "CreateEmailIdentity: {}", r.status());
+    }
+
+    /// S3: creates `bucket` (path style).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r =
+            reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint())).send().await.expect("create bucket");
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}/{key}", self.endpoint()))
+            .body(bytes)
+            .send()
+            .await
+            .expect("put object");
+        assert!(r.status().is_success(), "put object: {}", r.status());
+    }
+
+    /// `ses` of `/moto-api/data.json`: `Message` (simple), `RawMessage`, `EmailIdentity`, ….
+    pub async fn ses_data(&self) -> Value {
+        let r = reqwest::Client::new()
+            .get(format!("{}/moto-api/data.json", self.endpoint()))
+            .send()
+            .await
+            .expect("data.json");
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).expect("JSON");
+        v["ses"].clone()
+    }
+
+    /// Simple and raw messages SES accepted.
+    pub async fn ses_messages(&self) -> Vec<Value> {
+        let ses = self.ses_data().await;
+        let mut out: Vec<Value> = ses["Message"].as_array().cloned().unwrap_or_default();
+        out.extend(ses["RawMessage"].as_array().cloned().unwrap_or_default());
+        out
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private CA and a certificate for 127.0.0.1 signed by it (with `openssl`), in `dir`.
+/// Returns (ca.pem, server cert, server key).
+pub fn test_pki(dir: &std::path::Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key, csr, ext) =
+        (p("ca.pem"), p("ca.key"), p("server.pem"), p("server.key"), p("server.csr"), p("server.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wharf test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca, cert, key)
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod email;
 pub mod webhooks;
 
 use std::{
