@@ -404,4 +404,86 @@ mod tests {
         let r: Result<EmailJob, _> = serde_json::from_str(r#"{"from":"a@b.co","to":[],"subject":"s","bogus":1}"#);
         assert!(r.unwrap_err().to_string().contains("bogus"));
     }
+
+    fn fields(e: &EmailJob) -> Vec<String> {
+        e.validate().into_iter().map(|f| f.field).collect()
+    }
+
+    #[test]
+    fn a_template_replaces_subject_and_body() {
+        let t = EmailJob {
+            subject: String::new(),
+            text: None,
+            template: Some(TemplateRef { name: Some("welcome".into()), ..Default::default() }),
+            ..ok()
+        };
+        assert_eq!(fields(&t), Vec::<String>::new());
+        let both = EmailJob { subject: "s".into(), ..t.clone() };
+        assert_eq!(fields(&both), vec!["subject"]);
+        let empty = EmailJob { template: Some(TemplateRef::default()), ..t.clone() };
+        assert_eq!(fields(&empty), vec!["template.name"]);
+        let bad_name =
+            EmailJob { template: Some(TemplateRef { name: Some("../x".into()), ..Default::default() }), ..t };
+        assert_eq!(fields(&bad_name), vec!["template.name"]);
+    }
+
+    #[test]
+    fn attachments_and_tags_are_checked() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 100]);
+        let e = EmailJob {
+            attachments: vec![
+                Attachment { filename: "a.pdf".into(), content: Some(b64.clone()), ..Default::default() },
+                Attachment { filename: "b.pdf".into(), key: Some("tenants/t/b.pdf".into()), ..Default::default() },
+                Attachment { filename: "".into(), content: Some("!!".into()), ..Default::default() },
+                Attachment {
+                    filename: "c".into(),
+                    content: Some(b64.clone()),
+                    key: Some("k".into()),
+                    ..Default::default()
+                },
+                Attachment {
+                    filename: "d".into(),
+                    content_type: Some("nope".into()),
+                    key: Some("k".into()),
+                    ..Default::default()
+                },
+            ],
+            tags: [("ok".to_string(), "v-1".to_string()), ("bad name".to_string(), "v".to_string())].into(),
+            ..ok()
+        };
+        assert_eq!(
+            fields(&e),
+            vec![
+                "attachments[2].filename",
+                "attachments[2].content",
+                "attachments[3]",
+                "attachments[4].content_type",
+                "tags.bad name"
+            ]
+        );
+        let two = EmailJob { attachments: e.attachments[..1].to_vec(), ..ok() };
+        assert_eq!(two.inline_attachment_bytes(), 100);
+        assert!(two.check_attachment_size(100).is_none());
+        assert_eq!(two.check_attachment_size(99).unwrap().field, "attachments");
+        assert_eq!(e.attachments[0].media_type(), "application/pdf");
+        assert_eq!(
+            Attachment { filename: "x.bin".into(), ..Default::default() }.media_type(),
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn new_fields_are_omitted_when_empty() {
+        let v = serde_json::to_value(ok()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"from": "Wharf <noreply@example.com>", "to": ["a@example.com"], "subject": "Hi", "text": "hello"})
+        );
+        let forced: EmailJob =
+            serde_json::from_value(serde_json::json!({"from": "a@b.co", "to": ["c@d.co"], "subject": "s",
+            "text": "t", "force_resend": true}))
+            .unwrap();
+        assert!(forced.force_resend);
+    }
 }
