@@ -18,6 +18,7 @@ on_both_backends!(
     gone_disables_and_retry_after_is_honoured,
     failing_endpoint_is_disabled_and_announced,
     tenants_are_isolated,
+    idempotent_create_and_rotate_never_store_the_secret,
 );
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -472,4 +473,35 @@ async fn serve_delivers_to_loopback_with_its_own_key() {
     assert_eq!(s, 202, "{ev}");
     let got = rx.wait_for("/laptop", 2, WAIT).await;
     assert_signed(&secret, &got[1]);
+}
+
+/// An `Idempotency-Key` on create and rotate answers the same secret again, decrypted from the
+/// endpoint: the stored response never holds it.
+async fn idempotent_create_and_rotate_never_store_the_secret(backend: Backend) {
+    let h = start(backend, "1s", &[]).await;
+    let body = json!({"url": h.rx.url("/idem")});
+    let (s1, first) = h.api.post_with(&h.key, "/v1/webhook-endpoints", &body, &[("Idempotency-Key", "ep-1")]).await;
+    let (s2, again) = h.api.post_with(&h.key, "/v1/webhook-endpoints", &body, &[("Idempotency-Key", "ep-1")]).await;
+    assert_eq!((s1, s2), (201, 201), "{first} {again}");
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(first["secret"], again["secret"]);
+    assert!(first["secret"].as_str().unwrap().starts_with("whsec_"));
+    let (_, stored) = h.env.store.idempotency_lookup("acme", "ep-1").await.unwrap().expect("stored");
+    assert!(!stored.body.to_string().contains("whsec_"), "{:?}", stored.body);
+    let other = json!({"url": h.rx.url("/other")});
+    assert_eq!(h.api.post_with(&h.key, "/v1/webhook-endpoints", &other, &[("Idempotency-Key", "ep-1")]).await.0, 422);
+
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/v1/webhook-endpoints/{id}/rotate-secret");
+    let (s1, r1) = h.api.post_with(&h.key, &path, &json!({}), &[("Idempotency-Key", "rot-1")]).await;
+    let (s2, r2) = h.api.post_with(&h.key, &path, &json!({}), &[("Idempotency-Key", "rot-1")]).await;
+    assert_eq!((s1, s2), (200, 200), "{r1} {r2}");
+    assert_eq!(r1["secret"], r2["secret"], "a repeat does not rotate again");
+    assert_ne!(r1["secret"], first["secret"]);
+    let (_, stored) = h.env.store.idempotency_lookup("acme", "rot-1").await.unwrap().expect("stored");
+    assert!(!stored.body.to_string().contains("whsec_"), "{:?}", stored.body);
+    // A supplied secret must be whsec_ + base64 of 24–64 bytes.
+    let (s, bad) =
+        h.api.post(&h.key, "/v1/webhook-endpoints", &json!({"url": h.rx.url("/x"), "secret": "whsec_c2hvcnQ="})).await;
+    assert_eq!((s, bad["errors"][0]["field"].as_str()), (422, Some("secret")), "{bad}");
 }

@@ -54,6 +54,8 @@ const DEFERRAL: Duration = Duration::from_secs(1);
 /// After an internal failure (store unreachable), try again after this.
 const INTERNAL_RETRY: Duration = Duration::from_secs(5);
 const JITTER: f64 = 0.2;
+/// Endpoints whose concurrency slots are tracked before idle ones are forgotten.
+const MAX_TRACKED_ENDPOINTS: usize = 10_000;
 
 /// The runtime's policy for the webhook queue. Its own backoff is zero: every retry delay comes
 /// from the handler's `retry_after` (the schedule), which `delay_honouring` passes through up
@@ -116,6 +118,10 @@ impl WebhookHandler {
     async fn slot(&self, e: &EndpointRecord) -> Option<OwnedSemaphorePermit> {
         let sem = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if slots.len() >= MAX_TRACKED_ENDPOINTS {
+                // Forget endpoints with nothing in flight (their semaphores are full).
+                slots.retain(|_, (max, sem)| sem.available_permits() < *max as usize);
+            }
             let entry = slots
                 .entry(e.id)
                 .or_insert_with(|| (e.max_concurrency, Arc::new(Semaphore::new(e.max_concurrency as usize))));
