@@ -57,6 +57,8 @@ impl Config {
         let runtime = runtime_config(&env)?;
         let objects = ObjectsConfig::from_env(&env, &data_dir)?;
         let offload_bytes = offload_threshold(&env)?;
+        // The API's email route reads it again; checked here so that a bad value stops `wharf api` too.
+        wharf_jobs::email::attachments_max_bytes(&env)?;
         Ok(Config {
             objects,
             offload_bytes,
