@@ -29,6 +29,19 @@ pub(super) struct SesProvider {
     client: OnceCell<Client>,
 }
 
+/// A mailbox as SES takes it: a display name with non-ASCII characters must be an RFC 2047
+/// encoded word (SES rejects raw UTF-8 there).
+fn ses_mailbox(out: &Outgoing, value: &str) -> String {
+    let (name, addr) = wharf_jobs::kinds::email::split_mailbox(value);
+    match name {
+        Some(n) if !n.is_ascii() => {
+            use base64::Engine;
+            format!("=?UTF-8?B?{}?= <{addr}>", base64::engine::general_purpose::STANDARD.encode(n))
+        }
+        _ => out.mailbox(value),
+    }
+}
+
 fn content(data: &str) -> Result<Content, SendError> {
     Content::builder()
         .data(data)
@@ -97,7 +110,7 @@ impl SesProvider {
 
     pub(super) async fn send(&self, out: &Outgoing) -> Result<Accepted, SendError> {
         let e = &out.email;
-        let list = |l: &[String]| (!l.is_empty()).then(|| l.iter().map(|m| out.mailbox(m)).collect::<Vec<_>>());
+        let list = |l: &[String]| (!l.is_empty()).then(|| l.iter().map(|m| ses_mailbox(out, m)).collect::<Vec<_>>());
         let destination = Destination::builder()
             .set_to_addresses(list(&e.to))
             .set_cc_addresses(list(&e.cc))
@@ -117,9 +130,9 @@ impl SesProvider {
         let client = self.client().await;
         let sent = client
             .send_email()
-            .from_email_address(out.mailbox(&e.from))
+            .from_email_address(ses_mailbox(out, &e.from))
             .destination(destination)
-            .set_reply_to_addresses(e.reply_to.as_ref().map(|r| vec![out.mailbox(r)]))
+            .set_reply_to_addresses(e.reply_to.as_ref().map(|r| vec![ses_mailbox(out, r)]))
             .content(content)
             .set_email_tags((!tags.is_empty()).then_some(tags))
             .set_configuration_set_name(self.cfg.configuration_set.clone())
@@ -178,5 +191,20 @@ fn classify(err: &SdkError<SendEmailError>, out: &Outgoing) -> SendError {
             SendError::Permanent { message: format!("ses: cannot build the request: {text}") }
         }
         _ => transient(format!("ses: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_jobs::{JobId, kinds::email::EmailJob};
+
+    use super::*;
+
+    #[test]
+    fn non_ascii_display_names_are_encoded_words() {
+        let out = Outgoing::new(JobId::new(), JobId::new(), EmailJob::default(), None);
+        assert_eq!(ses_mailbox(&out, "Zoë <zoe@example.com>"), "=?UTF-8?B?Wm/Dqw==?= <zoe@example.com>");
+        assert_eq!(ses_mailbox(&out, "Ann <ann@example.com>"), "Ann <ann@example.com>");
+        assert_eq!(ses_mailbox(&out, "ann@example.com"), "ann@example.com");
     }
 }
