@@ -211,9 +211,9 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
 
     // Exactly the rows inside retention are left.
     kept.sort();
-    assert_eq!(strings(&env, "SELECT id FROM wharf_jobs WHERE tenant_id = 'acme'").await, kept);
+    assert_eq!(strings(&env, "SELECT CAST(id AS TEXT) FROM wharf_jobs WHERE tenant_id = 'acme'").await, kept);
     let gone: Vec<String> = gone_jobs.iter().chain(&gone_dead).cloned().collect();
-    let left_attempts = strings(&env, "SELECT DISTINCT job_id FROM wharf_job_attempts").await;
+    let left_attempts = strings(&env, "SELECT DISTINCT CAST(job_id AS TEXT) FROM wharf_job_attempts").await;
     assert!(gone.iter().all(|id| !left_attempts.contains(id)), "attempts of purged jobs are gone");
     assert_eq!(left_attempts.len(), 5, "attempts of the kept jobs stay: {left_attempts:?}");
     assert_eq!(strings(&env, "SELECT key FROM wharf_idempotency_keys").await, ["k-young"]);
