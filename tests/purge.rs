@@ -28,7 +28,10 @@ use wharf_jobs::{
     store::Db,
 };
 
-on_both_backends!(purges_remove_exactly_what_is_past_retention, a_large_payload_round_trips_and_its_blob_goes_with_its_job);
+on_both_backends!(
+    purges_remove_exactly_what_is_past_retention,
+    a_large_payload_round_trips_and_its_blob_goes_with_its_job
+);
 
 const DAY: i64 = 86_400;
 
@@ -42,8 +45,12 @@ fn ts(env: &TestEnv, t: DateTime<Utc>) -> String {
 
 async fn exec(env: &TestEnv, sql: String) {
     match env.store.db() {
-        Db::Postgres(p) => drop(sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&p).await.unwrap_or_else(|e| panic!("{sql}: {e}"))),
-        Db::Sqlite(p) => drop(sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&p).await.unwrap_or_else(|e| panic!("{sql}: {e}"))),
+        Db::Postgres(p) => drop(
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&p).await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+        ),
+        Db::Sqlite(p) => drop(
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&p).await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+        ),
     }
 }
 
@@ -58,7 +65,13 @@ async fn strings(env: &TestEnv, sql: &str) -> Vec<String> {
 }
 
 /// A job row with explicit times (as the store would have written them), plus `attempts` rows.
-async fn job_row(env: &TestEnv, state: &str, updated: DateTime<Utc>, finished: Option<DateTime<Utc>>, attempts: i32) -> String {
+async fn job_row(
+    env: &TestEnv,
+    state: &str,
+    updated: DateTime<Utc>,
+    finished: Option<DateTime<Utc>>,
+    attempts: i32,
+) -> String {
     let id = JobId::new().to_string();
     let created = finished.unwrap_or(updated) - chrono::Duration::minutes(5);
     let finished = finished.map(|f| ts(env, f)).unwrap_or_else(|| "NULL".into());
@@ -122,15 +135,14 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
         job_row(&env, "retrying", old, None, 1).await,
     ];
     // Dead letters replayed or discarded: by updated_at, 30 d.
-    let gone_dead = vec![
-        job_row(&env, "replayed", old, Some(old), 1).await,
-        job_row(&env, "discarded", old, Some(old), 2).await,
-    ];
+    let gone_dead =
+        vec![job_row(&env, "replayed", old, Some(old), 1).await, job_row(&env, "discarded", old, Some(old), 2).await];
     kept.push(job_row(&env, "discarded", young, Some(old), 1).await);
     kept.push(job_row(&env, "replayed", young, Some(old), 1).await);
 
     // Idempotency keys: 24 h.
-    let (k_old, k_young) = (now - chrono::Duration::seconds(DAY) - margin, now - chrono::Duration::seconds(DAY) + margin);
+    let (k_old, k_young) =
+        (now - chrono::Duration::seconds(DAY) - margin, now - chrono::Duration::seconds(DAY) + margin);
     for (key, at) in [("k-old", k_old), ("k-young", k_young)] {
         exec(
             &env,
@@ -278,7 +290,14 @@ async fn a_large_payload_round_trips_and_its_blob_goes_with_its_job(backend: Bac
     assert!(mails[0].contains("line 000000 of a large payload"));
 
     // Purged with its job (finished long ago).
-    exec(&env, format!("UPDATE wharf_jobs SET finished_at = {} WHERE id = '{id}'", ts(&env, Utc::now() - chrono::Duration::days(31)))).await;
+    exec(
+        &env,
+        format!(
+            "UPDATE wharf_jobs SET finished_at = {} WHERE id = '{id}'",
+            ts(&env, Utc::now() - chrono::Duration::days(31))
+        ),
+    )
+    .await;
     let report = purge(&env, PurgeTarget::Jobs).await;
     assert_eq!(report["removed"]["jobs"], 1, "{report}");
     assert_eq!(report["removed"]["payload_blobs"], 1, "{report}");

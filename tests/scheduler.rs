@@ -184,14 +184,18 @@ async fn dlq_threshold_is_emitted_once_per_crossing(backend: Backend) {
     assert_eq!(count(&env, "SELECT count(*) FROM wharf_dlq_events").await, 0, "499 is below the warning level");
 
     add_dead(&env, "acme", 1).await;
-    eventually(Duration::from_secs(10), "a warning event", || async { (dlq_events(&env, "warning").await == 1).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(10), "a warning event", || async {
+        (dlq_events(&env, "warning").await == 1).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(dlq_events(&env, "warning").await, 1, "staying above the level emits nothing more");
 
     add_dead(&env, "acme", 500).await;
-    eventually(Duration::from_secs(10), "a critical event", || async { (dlq_events(&env, "critical").await == 1).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(10), "a critical event", || async {
+        (dlq_events(&env, "critical").await == 1).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Readiness never depends on the dead-letter queue.
@@ -237,8 +241,10 @@ async fn serve_runs_the_scheduler() {
     let port = free_port();
     let serve = env.spawn(&["serve"], &[("WHARF_SCHEDULES_FILE", &file), ("PORT", &port.to_string())]);
     wait_port(port, Duration::from_secs(30)).await;
-    eventually(Duration::from_secs(15), "ticks fired by serve", || async { (ticks(&env).await.len() >= 2).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(15), "ticks fired by serve", || async {
+        (ticks(&env).await.len() >= 2).then_some(())
+    })
+    .await;
     let rows = ticks(&env).await;
     assert_contiguous(&rows);
     assert_one_job_per_fired_tick(&env, &rows).await;

@@ -49,7 +49,8 @@ impl MotoS3 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // moto does not check signatures: a plain path-style PUT creates the bucket.
-        let r = reqwest::Client::new().put(format!("{}/{bucket}", moto.endpoint())).send().await.expect("create bucket");
+        let r =
+            reqwest::Client::new().put(format!("{}/{bucket}", moto.endpoint())).send().await.expect("create bucket");
         assert!(r.status().is_success(), "creating bucket {bucket}: {}", r.status());
         moto
     }
