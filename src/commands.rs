@@ -10,7 +10,7 @@ use wharf_jobs::{
     Store, StoreError,
     config::Env,
     keys::{NewApiKey, Scope, validate_tenant},
-    objects::offload::OffloadingStore,
+    objects::{config::ObjectsConfig, offload::OffloadingStore},
     open_store, queue,
     store::redact,
 };
@@ -24,6 +24,13 @@ async fn store(cfg: &Config) -> Result<Arc<dyn Store>> {
     let store = open_store(&cfg.store)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&cfg.store.url)))?;
+    if matches!(cfg.objects, ObjectsConfig::Local { .. }) && !cfg.store.url.starts_with("sqlite:") {
+        tracing::warn!(
+            objects = %cfg.objects.describe(),
+            "object storage is a local directory: processes on other hosts cannot read the large payloads \
+             written here; set STORAGE_BUCKET"
+        );
+    }
     tracing::debug!(objects = %cfg.objects.describe(), offload_bytes = cfg.offload_bytes, "object storage");
     Ok(OffloadingStore::wrap(store, cfg.objects.open().await, cfg.offload_bytes))
 }

@@ -13,8 +13,10 @@ use support::*;
 use wharf_jobs::{
     NewJob,
     keys::Scope,
+    kinds::webhook::WebhookDeliveryJob,
     schedules::{ScheduleRepo, TickRow},
     store::Db,
+    webhooks::{NewEndpoint, WebhookRepo},
 };
 
 on_both_backends!(
@@ -44,6 +46,14 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
     match env.store.db() {
         Db::Postgres(p) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&p).await,
         Db::Sqlite(p) => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&p).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn strings(env: &TestEnv, sql: &str) -> Vec<String> {
+    match env.store.db() {
+        Db::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&p).await,
+        Db::Sqlite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_all(&p).await,
     }
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
@@ -176,6 +186,24 @@ async fn dlq_threshold_is_emitted_once_per_crossing(backend: Backend) {
     let env = TestEnv::new(backend).await;
     add_dead(&env, "acme", 499).await;
     add_dead(&env, "calm", 20).await;
+    // acme has a webhook endpoint subscribed to `dlq.*` (its deliveries are only enqueued here:
+    // no webhooks pool runs in this test).
+    let endpoint = uuid::Uuid::new_v4();
+    WebhookRepo::new(env.store.db())
+        .create_endpoint(&NewEndpoint {
+            id: endpoint,
+            tenant: "acme".into(),
+            url: "https://hooks.example.com/dlq".into(),
+            description: "on-call".into(),
+            event_types: vec!["dlq.*".into()],
+            enabled: true,
+            timeout_ms: 5000,
+            max_concurrency: 1,
+            headers: Default::default(),
+            secret_enc: "not-used-here".into(),
+        })
+        .await
+        .unwrap();
     // Two replicas, both checking every second.
     let vars = [("DLQ_MONITOR_INTERVAL_SECONDS", "1")];
     let a = env.spawn(&["scheduler"], &vars);
@@ -227,11 +255,24 @@ async fn dlq_threshold_is_emitted_once_per_crossing(backend: Backend) {
     // Each event was logged once, by whichever replica moved the level.
     let logged = a.logs().matches("dlq.threshold: ").count() + b.logs().matches("dlq.threshold: ").count();
     assert_eq!(logged, 3, "{}\n{}", a.logs(), b.logs());
-    // …and handed to webhooks (the tenant has no endpoint: recorded as handed over).
+    // …and handed to the tenant's webhook endpoint: one delivery per event, across both replicas.
     eventually(Duration::from_secs(10), "events handed to webhooks", || async {
         (count(&env, "SELECT count(*) FROM wharf_dlq_events WHERE delivered_at IS NULL").await == 0).then_some(())
     })
     .await;
+    let deliveries =
+        strings(&env, "SELECT CAST(id AS TEXT) FROM wharf_jobs WHERE tenant_id = 'acme' AND kind = 'webhook'").await;
+    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
+    let mut levels = Vec::new();
+    for id in deliveries {
+        let job = env.store.job("acme", id.parse().unwrap()).await.unwrap().unwrap();
+        let delivery: WebhookDeliveryJob = serde_json::from_value(job.payload).unwrap();
+        assert_eq!((delivery.endpoint_id, delivery.event_type.as_str()), (endpoint, "dlq.threshold"));
+        assert!(delivery.event_id.starts_with("dlq_"), "{}", delivery.event_id);
+        levels.push(delivery.data["level"].as_str().unwrap().to_string());
+    }
+    levels.sort();
+    assert_eq!(levels, ["critical", "warning", "warning"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
