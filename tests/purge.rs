@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use support::{objects::MotoS3, *};
 use wharf_jobs::{
     JobId, JobState, NewJob,
+    idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     keys::Scope,
     kinds::{
         JobKind,
@@ -315,9 +316,27 @@ async fn a_large_payload_round_trips_and_its_blob_goes_with_its_job(backend: Bac
     let report = purge(&env, PurgeTarget::PayloadBlobs).await;
     assert_eq!(report["removed"], json!({ "payload_blobs": 1 }), "{report}");
     assert_eq!(s3.keys("system/payloads/").await, [payload_key(waiting_id)]);
-    // Read back through the store, the waiting job shows its real payload.
+    // Status reads do not fetch the blob; a dead letter (shown and edited with its payload) does.
+    let job = offloading.job("acme", waiting_id).await.unwrap().unwrap();
+    assert!(job.payload.get("wharf_payload_ref").is_some(), "{}", job.payload);
+    exec(&env, format!("UPDATE wharf_jobs SET state = 'dead' WHERE id = '{waiting_id}'")).await;
     let job = offloading.job("acme", waiting_id).await.unwrap().unwrap();
     assert_eq!(job.payload["pad"].as_str().map(str::len), Some(10_000));
+
+    // A repeated idempotency key enqueues nothing, and keeps no blob for it.
+    let key = IdempotencyKey::new("same-key", "test", &json!({}));
+    let stored = StoredResponse { status: 202, body: json!({}) };
+    let big = || NewJob::new("acme", "diagnostic", "diagnostic", json!({ "op": "noop", "pad": "y".repeat(10_000) }));
+    let first = big();
+    let first_id = first.id;
+    assert!(matches!(
+        offloading.enqueue(first, Some((key.clone(), stored.clone()))).await.unwrap(),
+        Idempotent::Fresh(())
+    ));
+    assert!(matches!(offloading.enqueue(big(), Some((key, stored))).await.unwrap(), Idempotent::Repeat(_)));
+    let mut want = vec![payload_key(waiting_id), payload_key(first_id)];
+    want.sort();
+    assert_eq!(s3.keys("system/payloads/").await, want);
 }
 
 /// The local-directory backend (`serve`) at the default retention (30 days): files modified

@@ -18,7 +18,7 @@ use super::{ObjectError, ObjectStore};
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
-    job::{ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, NewJob, Outcome, Page, PageRequest},
+    job::{ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page, PageRequest},
     keys::{ApiKeyRecord, NewApiKey, Scope},
     store::{Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Store, Wakeups},
 };
@@ -54,14 +54,14 @@ impl OffloadingStore {
         Arc::new(OffloadingStore { inner, objects, threshold })
     }
 
-    /// Writes a large payload out and replaces it by its reference.
-    async fn offload(&self, job: &mut NewJob) -> Result<()> {
+    /// Writes a large payload out and replaces it by its reference; returns the blob's key.
+    async fn offload(&self, job: &mut NewJob) -> Result<Option<String>> {
         if reference_key(&job.payload).is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let text = job.payload.to_string();
         if text.len() <= self.threshold {
-            return Ok(());
+            return Ok(None);
         }
         let key = payload_key(job.id);
         let bytes = text.len();
@@ -69,7 +69,17 @@ impl OffloadingStore {
         self.objects.put(&key, text.into_bytes(), Some("application/json")).await?;
         metrics::counter!("wharf_payloads_offloaded_total").increment(1);
         job.payload = json!({ REF_FIELD: { "key": key, "bytes": bytes, "sha256": sha256 } });
-        Ok(())
+        Ok(Some(key))
+    }
+
+    /// Best effort: blobs whose rows were not written (the orphan purge catches any left).
+    async fn forget(&self, keys: impl IntoIterator<Item = String>) {
+        let keys: Vec<String> = keys.into_iter().collect();
+        if !keys.is_empty()
+            && let Err(e) = self.objects.delete(&keys).await
+        {
+            tracing::warn!(error = %e, "could not remove unused payload blobs; the payload-blobs purge will");
+        }
     }
 
     /// The payload text a reference stands for, checked against its digest.
@@ -83,7 +93,12 @@ impl OffloadingStore {
         String::from_utf8(bytes).map_err(|_| ObjectError::Backend(format!("payload blob `{key}` is not UTF-8")))
     }
 
+    /// Dead letters are shown with their payload (and edited from it): those get the real one.
+    /// Other states are read for their status only, so the blob is not fetched for them.
     async fn resolve_record(&self, job: &mut JobRecord) -> Result<()> {
+        if !matches!(job.state, JobState::Dead | JobState::Replayed | JobState::Discarded) {
+            return Ok(());
+        }
         if let Some(key) = reference_key(&job.payload).map(str::to_string) {
             match self.fetch(&key, &job.payload).await {
                 Ok(text) => job.payload = serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -118,15 +133,25 @@ impl Store for OffloadingStore {
         mut job: NewJob,
         idempotency: Option<(IdempotencyKey, StoredResponse)>,
     ) -> Result<Idempotent<()>> {
-        self.offload(&mut job).await?;
-        self.inner.enqueue(job, idempotency).await
+        let offloaded = self.offload(&mut job).await?;
+        let result = self.inner.enqueue(job, idempotency).await;
+        // A repeated idempotency key (or a failed insert) leaves no row for the blob just written.
+        if !matches!(result, Ok(Idempotent::Fresh(()))) {
+            self.forget(offloaded).await;
+        }
+        result
     }
 
     async fn enqueue_many(&self, mut jobs: Vec<NewJob>) -> Result<u64> {
+        let mut offloaded = Vec::new();
         for job in &mut jobs {
-            self.offload(job).await?;
+            offloaded.extend(self.offload(job).await?);
         }
-        self.inner.enqueue_many(jobs).await
+        let result = self.inner.enqueue_many(jobs).await;
+        if result.is_err() {
+            self.forget(offloaded).await;
+        }
+        result
     }
 
     async fn job(&self, tenant: &str, id: JobId) -> Result<Option<JobRecord>> {
@@ -157,12 +182,17 @@ impl Store for OffloadingStore {
             Some(p) => {
                 let mut carrier = NewJob::new(tenant, "", "", p);
                 carrier.id = new_id;
-                self.offload(&mut carrier).await?;
-                Some(carrier.payload)
+                let key = self.offload(&mut carrier).await?;
+                Some((carrier.payload, key))
             }
             None => None,
         };
-        self.inner.replay(tenant, id, new_id, payload).await
+        let (payload, key) = payload.map_or((None, None), |(p, k)| (Some(p), k));
+        let result = self.inner.replay(tenant, id, new_id, payload).await;
+        if !matches!(result, Ok(Ok(()))) {
+            self.forget(key).await;
+        }
+        result
     }
 
     async fn replay_matching(&self, tenant: &str, filter: &DeadLetterFilter) -> Result<u64> {
