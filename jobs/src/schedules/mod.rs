@@ -142,10 +142,14 @@ impl Schedule {
     }
 }
 
+/// A built-in schedule: `job` for wharf's own tenant, in UTC.
+pub fn system<J: JobKind>(name: &str, cron: &str, job: J) -> Schedule {
+    let payload = serde_json::to_value(&job).expect("job payloads serialize");
+    Schedule::new(name, cron, "UTC", J::KIND, J::QUEUE, SYSTEM_TENANT, payload).expect("built-in schedules are valid")
+}
+
 fn purge(name: &str, cron: &str, target: PurgeTarget) -> Schedule {
-    let payload = serde_json::to_value(PurgeJob { target }).expect("serializes");
-    Schedule::new(name, cron, "UTC", PurgeJob::KIND, PurgeJob::QUEUE, SYSTEM_TENANT, payload)
-        .expect("built-in schedules are valid")
+    system(name, cron, PurgeJob { target })
 }
 
 /// The built-in schedules (PRODUCT §4): the purges, spread over the hour.
@@ -157,10 +161,12 @@ pub fn defaults() -> Vec<Schedule> {
         purge("purge-idempotency-keys", "0 35 * * * *", PurgeTarget::IdempotencyKeys),
         purge("purge-objects", "0 0 */6 * * *", PurgeTarget::Objects),
         purge("purge-payload-blobs", "0 45 */6 * * *", PurgeTarget::PayloadBlobs),
-        // HOOK (issue 6 §5, embedding refresh): once the embeddings kind has landed, add
-        //     Schedule::new("embeddings-refresh", "0 0 3 * * *", "UTC", <refresh KIND>,
-        //                   queue::EMBEDDINGS, SYSTEM_TENANT, <refresh payload>)
-        // here; it is then listed, overridable (`SCHEDULE_EMBEDDINGS_REFRESH`) and fired once a day.
+        // HOOK (issue 6 §5, embedding refresh, daily at 03:00 UTC): when the embeddings kind has
+        // landed (`kinds::embedding::RefreshEmbeddingsJob`, kind `embeddings.refresh`, queue
+        // `queue::EMBEDDINGS`), add here:
+        //     system("embeddings-refresh", "0 0 3 * * *", RefreshEmbeddingsJob::default()),
+        // It is then registered, listed by
+        // `GET /v1/schedules`, overridable with `SCHEDULE_EMBEDDINGS_REFRESH`, fired once a day.
     ]
 }
 
