@@ -120,8 +120,11 @@ impl ObjectStore for S3Objects {
         for chunk in keys.chunks(DELETE_BATCH) {
             let objects = chunk
                 .iter()
+                // Any key a listing returned may be deleted (folder markers `a/b/` included).
                 .map(|k| {
-                    check_key(k)?;
+                    if k.is_empty() {
+                        return Err(ObjectError::InvalidKey(k.clone(), "must not be empty".into()));
+                    }
                     ObjectIdentifier::builder().key(k).build().map_err(|e| backend("DeleteObjects", e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
