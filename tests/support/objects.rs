@@ -21,13 +21,18 @@ pub struct MotoS3 {
     child: Child,
 }
 
-/// `moto_server` next to the venv's python (`scripts/test-tools.sh` installs both).
+/// `moto_server` next to the venv's python (`WHARF_PYTHON`), else in the venv
+/// `scripts/test-tools.sh` makes by default, else on `PATH`.
 fn moto_server() -> PathBuf {
     let py = PathBuf::from(python());
-    match py.parent() {
-        Some(bin) if bin.join("moto_server").exists() => bin.join("moto_server"),
-        _ => PathBuf::from("moto_server"),
-    }
+    let tools = std::env::var("WHARF_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/wharf-tools"));
+    [py.parent().map(|bin| bin.join("moto_server")), Some(tools.join("venv/bin/moto_server"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("moto_server"))
 }
 
 impl MotoS3 {
