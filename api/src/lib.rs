@@ -15,6 +15,7 @@ mod dead_letters;
 mod email_suppressions;
 mod email_templates;
 mod emails;
+mod embeddings;
 mod events;
 mod health;
 mod idempotency;
@@ -77,6 +78,7 @@ pub(crate) enum Tag {
 type Apis = (
     health::HealthApi,
     emails::EmailsApi,
+    embeddings::EmbeddingsApi,
     email_templates::EmailTemplatesApi,
     email_suppressions::EmailSuppressionsApi,
     jobs::JobsApi,
@@ -98,6 +100,7 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     let apis = (
         health::HealthApi(shared.clone()),
         emails::EmailsApi(shared.clone()),
+        embeddings::EmbeddingsApi::new(shared.clone()),
         email_templates::EmailTemplatesApi(shared.clone()),
         email_suppressions::EmailSuppressionsApi(shared.clone()),
         jobs::JobsApi(shared.clone()),

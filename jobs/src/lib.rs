@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod email;
+pub mod embeddings;
 pub mod error;
 pub mod idempotency;
 pub mod job;

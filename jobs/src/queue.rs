@@ -3,6 +3,8 @@
 //! Rust type path.
 
 pub const EMAIL: &str = "email";
+/// Embedding generation and refreshes (`embeddings.embed`, `embeddings.refresh`).
+pub const EMBEDDINGS: &str = "embeddings";
 /// Webhook deliveries (`webhook`).
 pub const WEBHOOKS: &str = "webhooks";
 /// Retention purges, enqueued by the scheduler (`purge`).
@@ -11,6 +13,6 @@ pub const PURGE: &str = "purge";
 pub const DIAGNOSTIC: &str = "diagnostic";
 
 /// Pools `wharf serve` and `wharf worker` run when none are named.
-pub const PRODUCTION_POOLS: &[&str] = &[PURGE, EMAIL, WEBHOOKS];
+pub const PRODUCTION_POOLS: &[&str] = &[PURGE, EMAIL, EMBEDDINGS, WEBHOOKS];
 /// Every queue a worker may be asked to run.
-pub const ALL: &[&str] = &[PURGE, EMAIL, WEBHOOKS, DIAGNOSTIC];
+pub const ALL: &[&str] = &[PURGE, EMAIL, EMBEDDINGS, WEBHOOKS, DIAGNOSTIC];

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod embeddings;
 pub mod email;
 pub mod webhooks;
 

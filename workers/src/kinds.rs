@@ -50,6 +50,7 @@ pub fn registry(env: &Env, data_dir: &Path, store: &Arc<dyn Store>) -> Result<Re
     let email_handler = EmailHandler::new(&email)?.with_store(store.clone()).with_objects_config(objects);
     r.register::<EmailJob, _>(email_handler, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
     r.register::<PurgeJob, _>(PurgeHandler::from_env(env, data_dir)?.with_store(store.clone()), retry_from_env(env, "PURGE", PURGE_RETRY)?);
+    crate::embeddings::register(&mut r, env, store.db())?;
     r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
     let hooks = WebhookSettings::from_env(env)?;
     r.register::<WebhookDeliveryJob, _>(WebhookHandler::new(store.clone(), hooks.clone()), webhooks::retry_policy(&hooks));

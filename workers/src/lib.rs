@@ -2,6 +2,7 @@
 
 pub mod diagnostic;
 pub mod email;
+pub mod embeddings;
 pub mod handler;
 pub mod kinds;
 pub mod purge;

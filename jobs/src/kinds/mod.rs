@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod email;
+pub mod embedding;
 pub mod purge;
 pub mod webhook;
 
