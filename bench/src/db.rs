@@ -52,8 +52,8 @@ pub struct TempSqlite {
 
 impl TempSqlite {
     pub fn new() -> TempSqlite {
-        let path = std::env::temp_dir()
-            .join(format!("wharf_bench_{}.db", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let path =
+            std::env::temp_dir().join(format!("wharf_bench_{}.db", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         let url = format!("sqlite://{}", path.display());
         TempSqlite { path, url }
     }

@@ -2,6 +2,10 @@
 //! PostgreSQL and SQLite, next to raw apalis-postgres 1.0 measured in the same run, each on a
 //! fresh database. Prints one table (and writes it as markdown with `--markdown FILE`); exits
 //! non-zero if any job was lost or ran twice, or a run failed.
+//!
+//! Each (backend, config, workload) runs in a child process of this binary (`--run-one`): the
+//! worker and the producer share that one process, and nothing a run leaves behind (tasks,
+//! connections, allocator state) reaches the next one.
 
 mod db;
 mod raw_apalis;
@@ -11,8 +15,9 @@ mod wharf;
 
 use std::{fmt::Write as _, time::Duration};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Serialize};
 use wharf_workers::runtime::RuntimeConfig;
 
 use crate::{
@@ -20,13 +25,13 @@ use crate::{
     record::{Latency, Once},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 enum Workload {
     W1,
     W2,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 enum BackendArg {
     WharfPostgres,
     WharfSqlite,
@@ -43,7 +48,7 @@ impl BackendArg {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 enum ConfigArg {
     /// wharf: concurrency 16, prefetch 16, claim batch 100; apalis: `Config::default()` (batch 10), one Worker.
     Default,
@@ -85,6 +90,23 @@ struct Args {
     /// Give up on a drain when no job completed for this many seconds.
     #[arg(long, default_value_t = 60)]
     stall_secs: u64,
+    /// Runs of every (backend, config, workload); the table shows min–max when above 1.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// What-if: SQL run on every fresh wharf PostgreSQL database after its migrations (e.g. a
+    /// different index). Rows are labelled `+experiment`. Does not touch apalis' databases.
+    #[arg(long)]
+    pg_experiment: Option<String>,
+    /// What-if: extra URL parameters for wharf's PostgreSQL stores only, e.g.
+    /// `options[synchronous_commit]=off`. Rows are labelled `+params`.
+    #[arg(long)]
+    wharf_pg_params: Option<String>,
+    /// What-if: the SQLite store's connection pool size (the store's default is 10, capped at 8).
+    #[arg(long)]
+    sqlite_pool_max: Option<u32>,
+    /// Internal: run one `backend:config:workload` in this process and print its result as JSON.
+    #[arg(long, hide = true)]
+    run_one: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +115,7 @@ pub struct Limits {
     pub total: Duration,
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct W1 {
     pub enqueue_per_s: f64,
     pub drain_per_s: f64,
@@ -102,6 +125,7 @@ pub struct W1 {
     pub details: Vec<String>,
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct W2 {
     pub latency: Option<Latency>,
     pub once: Once,
@@ -111,54 +135,71 @@ pub struct W2 {
 
 struct Row {
     backend: &'static str,
-    config: &'static str,
+    config: String,
     claim_ahead: String,
-    w1: Option<Result<W1>>,
-    w2: Option<Result<W2>>,
+    w1: Vec<Result<W1>>,
+    w2: Vec<Result<W2>>,
+}
+
+/// `a` or `min–max` over the runs.
+fn range(values: &[f64], decimals: usize) -> String {
+    if values.is_empty() {
+        return "failed".into();
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() == 1 || format!("{min:.decimals$}") == format!("{max:.decimals$}") {
+        format!("{min:.decimals$}")
+    } else {
+        format!("{min:.decimals$}–{max:.decimals$}")
+    }
 }
 
 impl Row {
     fn ok(&self) -> bool {
-        let w1 = match &self.w1 {
-            None => true,
-            Some(Ok(w)) => w.once.ok() && w.complete,
-            Some(Err(_)) => false,
-        };
-        let w2 = match &self.w2 {
-            None => true,
-            Some(Ok(w)) => w.once.ok() && w.complete,
-            Some(Err(_)) => false,
-        };
-        w1 && w2
+        self.w1.iter().all(|r| r.as_ref().is_ok_and(|w| w.once.ok() && w.complete))
+            && self.w2.iter().all(|r| r.as_ref().is_ok_and(|w| w.once.ok() && w.complete))
     }
 
     fn once(&self) -> Option<Once> {
-        let mut o = None::<Once>;
-        for x in [self.w1.as_ref().and_then(|r| r.as_ref().ok()).map(|w| w.once), self.w2.as_ref().and_then(|r| r.as_ref().ok()).map(|w| w.once)].into_iter().flatten() {
-            o = Some(o.unwrap_or_default().add(x));
-        }
-        o
+        let all: Vec<Once> = self
+            .w1
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|w| w.once))
+            .chain(self.w2.iter().filter_map(|r| r.as_ref().ok().map(|w| w.once)))
+            .collect();
+        (!all.is_empty()).then(|| all.into_iter().fold(Once::default(), Once::add))
     }
 
     fn cells(&self) -> Vec<String> {
         let dash = || "–".to_string();
-        let (enq, drain) = match &self.w1 {
-            Some(Ok(w)) => (format!("{:.0}", w.enqueue_per_s), format!("{:.0}", w.drain_per_s)),
-            Some(Err(_)) => ("failed".into(), "failed".into()),
-            None => (dash(), dash()),
+        let w1: Vec<&W1> = self.w1.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let failed_w1 = self.w1.iter().any(|r| r.is_err());
+        let (enq, drain) = if self.w1.is_empty() {
+            (dash(), dash())
+        } else {
+            let mark = if failed_w1 { " (+failed)" } else { "" };
+            (
+                range(&w1.iter().map(|w| w.enqueue_per_s).collect::<Vec<_>>(), 0) + mark,
+                range(&w1.iter().map(|w| w.drain_per_s).collect::<Vec<_>>(), 0) + mark,
+            )
         };
         let (lost, dup) = match self.once() {
             Some(o) => (o.lost.to_string(), o.duplicated.to_string()),
             None => (dash(), dash()),
         };
-        let lat = match &self.w2 {
-            Some(Ok(W2 { latency: Some(l), .. })) => {
-                vec![format!("{:.1}", l.p50), format!("{:.1}", l.p95), format!("{:.1}", l.p99), format!("{:.1}", l.max)]
-            }
-            Some(_) => vec!["failed".into(); 4],
-            None => vec![dash(); 4],
+        let lats: Vec<Latency> = self.w2.iter().filter_map(|r| r.as_ref().ok().and_then(|w| w.latency)).collect();
+        let lat = if self.w2.is_empty() {
+            vec![dash(); 4]
+        } else {
+            let mark = if lats.len() < self.w2.len() { " (+failed)" } else { "" };
+            [|l: &Latency| l.p50, |l: &Latency| l.p95, |l: &Latency| l.p99, |l: &Latency| l.max]
+                .iter()
+                .map(|f| range(&lats.iter().map(f).collect::<Vec<_>>(), 1) + mark)
+                .collect()
         };
-        let mut v = vec![self.backend.to_string(), self.config.to_string(), self.claim_ahead.clone(), enq, drain, lost, dup];
+        let mut v =
+            vec![self.backend.to_string(), self.config.clone(), self.claim_ahead.clone(), enq, drain, lost, dup];
         v.extend(lat);
         v
     }
@@ -203,7 +244,10 @@ fn text_table(rows: &[Row]) -> String {
 
 fn markdown_table(rows: &[Row]) -> String {
     let mut s = format!("| {} |\n", HEADER.join(" | "));
-    s.push_str(&format!("|{}\n", HEADER.iter().enumerate().map(|(i, _)| if i < 3 { "---|" } else { "---:|" }).collect::<String>()));
+    s.push_str(&format!(
+        "|{}\n",
+        HEADER.iter().enumerate().map(|(i, _)| if i < 3 { "---|" } else { "---:|" }).collect::<String>()
+    ));
     for r in rows {
         s.push_str(&format!("| {} |\n", r.cells().join(" | ")));
     }
@@ -213,21 +257,28 @@ fn markdown_table(rows: &[Row]) -> String {
 fn details(rows: &[Row], md: bool) -> String {
     let mut s = String::new();
     for r in rows {
-        let _ = writeln!(s, "{}{} / {} (claim-ahead {})", if md { "- **" } else { "" }, r.backend, r.config, r.claim_ahead);
         if md {
-            s.pop();
-            s.push_str("**\n");
+            let _ = writeln!(s, "- **{} / {}** (claim-ahead {})", r.backend, r.config, r.claim_ahead);
+        } else {
+            let _ = writeln!(s, "{} / {} (claim-ahead {})", r.backend, r.config, r.claim_ahead);
         }
-        for (label, lines) in [
-            ("W1", r.w1.as_ref().map(|w| w.as_ref().map(|w| w.details.clone()))),
-            ("W2", r.w2.as_ref().map(|w| w.as_ref().map(|w| w.details.clone()))),
-        ] {
-            let Some(lines) = lines else { continue };
-            let lines = lines.unwrap_or_else(|e| vec![format!("FAILED: {e:#}")]);
-            for l in lines {
-                let _ = writeln!(s, "{}{label}: {l}", if md { "  - " } else { "    " });
+        let runs = r.w1.len().max(r.w2.len());
+        let mut runs_of = |label: &str, results: Vec<Result<Vec<String>, String>>| {
+            for (i, lines) in results.into_iter().enumerate() {
+                let tag = if runs > 1 { format!("{label} run {}", i + 1) } else { label.to_string() };
+                for l in lines.unwrap_or_else(|e| vec![format!("FAILED: {e}")]) {
+                    let _ = writeln!(s, "{}{tag}: {l}", if md { "  - " } else { "    " });
+                }
             }
-        }
+        };
+        runs_of(
+            "W1",
+            r.w1.iter().map(|w| w.as_ref().map(|w| w.details.clone()).map_err(|e| format!("{e:#}"))).collect(),
+        );
+        runs_of(
+            "W2",
+            r.w2.iter().map(|w| w.as_ref().map(|w| w.details.clone()).map_err(|e| format!("{e:#}"))).collect(),
+        );
     }
     s
 }
@@ -241,7 +292,12 @@ fn wharf_config(c: ConfigArg, concurrency: usize) -> RuntimeConfig {
 
 fn apalis_config(c: ConfigArg, concurrency: usize) -> ApalisConfig {
     match c {
-        ConfigArg::Default => ApalisConfig { name: "default", batch: apalis_postgres::Config::default().batch_size, workers: 1, concurrency },
+        ConfigArg::Default => ApalisConfig {
+            name: "default",
+            batch: apalis_postgres::Config::default().batch_size,
+            workers: 1,
+            concurrency,
+        },
         ConfigArg::Tuned => ApalisConfig { name: "tuned", batch: 100, workers: 4, concurrency },
     }
 }
@@ -253,12 +309,115 @@ fn config_label(c: ConfigArg) -> &'static str {
     }
 }
 
+const RESULT_PREFIX: &str = "WHARF_BENCH_RESULT ";
+
+#[derive(Serialize, Deserialize)]
+enum Outcome {
+    W1(W1),
+    W2(W2),
+    Failed(String),
+}
+
+/// The child: one workload of one backend and config, result as one JSON line on stdout.
+async fn run_one(args: &Args, spec: &str) -> Result<()> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [b, c, w] = parts[..] else { bail!("--run-one wants backend:config:workload, got `{spec}`") };
+    let backend = BackendArg::from_str(b, false).map_err(|e| anyhow!(e))?;
+    let config = ConfigArg::from_str(c, false).map_err(|e| anyhow!(e))?;
+    let workload = Workload::from_str(w, false).map_err(|e| anyhow!(e))?;
+    let limits = Limits { stall: Duration::from_secs(args.stall_secs), total: Duration::from_secs(3600) };
+    let outcome = match backend {
+        BackendArg::WharfPostgres | BackendArg::WharfSqlite => {
+            let b =
+                if backend == BackendArg::WharfPostgres { wharf::Backend::Postgres } else { wharf::Backend::Sqlite };
+            let rt = wharf_config(config, args.concurrency);
+            let setup = wharf::Setup {
+                pg_base: &args.pg,
+                pg_experiment: args.pg_experiment.as_deref(),
+                pg_params: args.wharf_pg_params.as_deref(),
+                sqlite_pool_max: args.sqlite_pool_max,
+            };
+            match workload {
+                Workload::W1 => wharf::w1(b, &setup, &rt, args.n, args.chunk, limits).await.map(Outcome::W1),
+                Workload::W2 => wharf::w2(b, &setup, &rt, args.w2_jobs, args.w2_rate, limits).await.map(Outcome::W2),
+            }
+        }
+        BackendArg::ApalisPostgres => {
+            let cfg = apalis_config(config, args.concurrency);
+            match workload {
+                Workload::W1 => raw_apalis::w1(&args.pg, &cfg, args.n, args.chunk, limits).await.map(Outcome::W1),
+                Workload::W2 => {
+                    raw_apalis::w2(&args.pg, &cfg, args.w2_jobs, args.w2_rate, limits).await.map(Outcome::W2)
+                }
+            }
+        }
+    }
+    .unwrap_or_else(|e| Outcome::Failed(format!("{e:#}")));
+    println!("{RESULT_PREFIX}{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+/// The parent: runs one workload in a child process and reads its result.
+fn spawn_one(args: &Args, backend: BackendArg, config: ConfigArg, workload: Workload) -> Result<Outcome> {
+    let value = |v: &dyn ValueEnumName| v.name();
+    let spec = format!("{}:{}:{}", value(&backend), value(&config), value(&workload));
+    let mut cmd = std::process::Command::new(std::env::current_exe().context("locating wharf-bench")?);
+    if let Some(sql) = &args.pg_experiment {
+        cmd.args(["--pg-experiment", sql]);
+    }
+    if let Some(max) = args.sqlite_pool_max {
+        cmd.args(["--sqlite-pool-max", &max.to_string()]);
+    }
+    if let Some(p) = &args.wharf_pg_params {
+        cmd.args(["--wharf-pg-params", p]);
+    }
+    let out = cmd
+        .args(["--run-one", &spec, "--pg", &args.pg])
+        .args(["--n", &args.n.to_string(), "--w2-jobs", &args.w2_jobs.to_string()])
+        .args(["--w2-rate", &args.w2_rate.to_string(), "--chunk", &args.chunk.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string(), "--stall-secs", &args.stall_secs.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting the child run")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix(RESULT_PREFIX)) {
+        Some(json) => Ok(serde_json::from_str(json).context("reading the child's result")?),
+        None => bail!("the child run `{spec}` gave no result ({})", out.status),
+    }
+}
+
+trait ValueEnumName {
+    fn name(&self) -> String;
+}
+
+impl<T: ValueEnum> ValueEnumName for T {
+    fn name(&self) -> String {
+        self.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+fn w1_of(o: Result<Outcome>) -> Result<W1> {
+    match o? {
+        Outcome::W1(w) => Ok(w),
+        Outcome::Failed(e) => Err(anyhow!(e)),
+        Outcome::W2(_) => Err(anyhow!("asked for W1, got W2")),
+    }
+}
+
+fn w2_of(o: Result<Outcome>) -> Result<W2> {
+    match o? {
+        Outcome::W2(w) => Ok(w),
+        Outcome::Failed(e) => Err(anyhow!(e)),
+        Outcome::W1(_) => Err(anyhow!("asked for W2, got W1")),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // The bench drops each database while wharf's LISTEN task may still hold a
+                // The bench drops each database while wharf's LISTEN task still holds a
                 // connection to it; its reconnect warnings are noise here.
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wharf_jobs=error")),
         )
@@ -268,7 +427,9 @@ async fn main() -> Result<()> {
     if args.w2_rate <= 0.0 {
         bail!("--w2-rate must be positive");
     }
-    let limits = Limits { stall: Duration::from_secs(args.stall_secs), total: Duration::from_secs(3600) };
+    if let Some(spec) = &args.run_one {
+        return run_one(&args, spec).await;
+    }
     let w1 = args.only != Some(Workload::W2);
     let w2 = args.only != Some(Workload::W1);
     let started = std::time::SystemTime::now();
@@ -277,42 +438,56 @@ async fn main() -> Result<()> {
     for &backend in &args.backends {
         for &c in &args.configs {
             let label = backend.label();
-            let config = config_label(c);
-            eprintln!("== {label} / {config}");
-            let row = match backend {
-                BackendArg::WharfPostgres | BackendArg::WharfSqlite => {
-                    let b = if backend == BackendArg::WharfPostgres { wharf::Backend::Postgres } else { wharf::Backend::Sqlite };
-                    let rt = wharf_config(c, args.concurrency);
-                    let mut row = Row { backend: label, config, claim_ahead: wharf::claim_ahead(&rt), w1: None, w2: None };
-                    if w1 {
-                        row.w1 = Some(wharf::w1(b, &args.pg, &rt, args.n, args.chunk, limits).await);
-                    }
-                    if w2 {
-                        row.w2 = Some(wharf::w2(b, &args.pg, &rt, args.w2_jobs, args.w2_rate, limits).await);
-                    }
-                    row
-                }
+            let (mut config, claim_ahead) = match backend {
                 BackendArg::ApalisPostgres => {
                     let cfg = apalis_config(c, args.concurrency);
-                    let mut row = Row { backend: label, config: cfg.name, claim_ahead: cfg.claim_ahead(), w1: None, w2: None };
-                    if w1 {
-                        row.w1 = Some(raw_apalis::w1(&args.pg, &cfg, args.n, args.chunk, limits).await);
-                    }
-                    if w2 {
-                        row.w2 = Some(raw_apalis::w2(&args.pg, &cfg, args.w2_jobs, args.w2_rate, limits).await);
-                    }
-                    row
+                    (cfg.name.to_string(), cfg.claim_ahead())
                 }
+                _ => (config_label(c).to_string(), wharf::claim_ahead(&wharf_config(c, args.concurrency))),
             };
+            if backend == BackendArg::WharfPostgres && args.pg_experiment.is_some() {
+                config.push_str("+experiment");
+            }
+            if backend == BackendArg::WharfPostgres && args.wharf_pg_params.is_some() {
+                config.push_str("+params");
+            }
+            if backend == BackendArg::WharfSqlite {
+                if let Some(max) = args.sqlite_pool_max {
+                    config.push_str(&format!("+pool{max}"));
+                }
+            }
+            eprintln!("== {label} / {config}");
+            let mut row = Row { backend: label, config, claim_ahead, w1: Vec::new(), w2: Vec::new() };
+            for _ in 0..args.runs.max(1) {
+                if w1 {
+                    row.w1.push(w1_of(spawn_one(&args, backend, c, Workload::W1)));
+                }
+                if w2 {
+                    row.w2.push(w2_of(spawn_one(&args, backend, c, Workload::W2)));
+                }
+            }
             eprint!("{}", details(std::slice::from_ref(&row), false));
             rows.push(row);
         }
     }
 
-    let params = format!(
-        "W1 N = {}, W2 {} jobs at {}/s, concurrency {}, one process; PostgreSQL URLs with sslmode=disable",
-        args.n, args.w2_jobs, args.w2_rate, args.concurrency
+    let mut params = format!(
+        "W1 N = {}, W2 {} jobs at {}/s, concurrency {}, one worker process, {} run(s) each; PostgreSQL URLs with sslmode=disable",
+        args.n,
+        args.w2_jobs,
+        args.w2_rate,
+        args.concurrency,
+        args.runs.max(1)
     );
+    if let Some(sql) = &args.pg_experiment {
+        params.push_str(&format!("; wharf-postgres databases altered after migration with `{sql}`"));
+    }
+    if let Some(p) = &args.wharf_pg_params {
+        params.push_str(&format!("; wharf-postgres URLs with `&{p}`"));
+    }
+    if let Some(max) = args.sqlite_pool_max {
+        params.push_str(&format!("; wharf-sqlite store pool_max = {max}"));
+    }
     println!("{params}\n");
     print!("{}", text_table(&rows));
     println!();
@@ -326,7 +501,8 @@ async fn main() -> Result<()> {
         );
         std::fs::write(path, md)?;
     }
-    let failed: Vec<String> = rows.iter().filter(|r| !r.ok()).map(|r| format!("{} / {}", r.backend, r.config)).collect();
+    let failed: Vec<String> =
+        rows.iter().filter(|r| !r.ok()).map(|r| format!("{} / {}", r.backend, r.config)).collect();
     if !failed.is_empty() {
         bail!("lost or duplicated jobs, or a failed run: {}", failed.join(", "));
     }

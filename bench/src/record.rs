@@ -2,6 +2,7 @@
 //! execution, an exactly-once check against the enqueued keys, latency percentiles, and CPU
 //! accounting from `/proc`.
 
+use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
     hash::Hash,
@@ -63,7 +64,7 @@ impl<K: Copy + Eq + Hash> Recorder<K> {
 }
 
 /// The exactly-once verdict.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Once {
     /// Enqueued, never executed.
     pub lost: u64,
@@ -106,7 +107,7 @@ pub fn span(events: &[(impl Sized, Instant)]) -> Option<(Instant, Instant)> {
     Some((first, last))
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p95: f64,
@@ -160,7 +161,8 @@ impl Cpu {
             }
         }
         let (mut busy, mut total) = (0.0, 0.0);
-        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(String::from)) {
+        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(String::from))
+        {
             let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
             // user nice system idle iowait irq softirq steal (guest is already inside user)
             total = v.iter().take(8).sum();
@@ -183,12 +185,17 @@ impl Cpu {
         }
     }
 
-    /// `bench 0.82 s, postgres 1.10 s, machine 95 % busy`.
+    /// `CPU: bench process 0.82 s, postgres processes 1.10 s, other processes 0.20 s, machine 95 % busy`.
     pub fn describe(&self) -> String {
         let busy = if self.machine_total > 0.0 { 100.0 * self.machine_busy / self.machine_total } else { 0.0 };
+        let others = (self.machine_busy - self.bench - self.postgres).max(0.0);
         format!(
-            "CPU: bench process {:.2} s, postgres processes {:.2} s, machine {:.0} % busy (all cores)",
-            self.bench, self.postgres, busy
+            "CPU: bench process {:.2} s, postgres processes {:.2} s, other processes {:.2} s, machine {:.0} % busy (2 cores = 200 %: {:.0} % of both)",
+            self.bench,
+            self.postgres,
+            others,
+            busy * 2.0,
+            busy
         )
     }
 }

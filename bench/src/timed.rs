@@ -2,7 +2,10 @@
 //! goes (`pg_stat_statements` is not loaded on these machines). Everything else is delegated.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -11,7 +14,7 @@ use wharf_jobs::{
     ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, NewJob, Page, PageRequest, Store,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     keys::{ApiKeyRecord, NewApiKey, Scope},
-    store::{OrphanedJob, QueueCounts, ReplayRefused, Result, Wakeups},
+    store::{Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Wakeups},
 };
 
 /// Calls of one method: how many, how long in all, how many jobs they moved.
@@ -67,11 +70,40 @@ pub struct Timings {
 pub struct TimedStore {
     inner: Arc<dyn Store>,
     timings: Mutex<Timings>,
+    /// Completions the store reported as applied, and when their total first reached `target`:
+    /// the moment the last job of a drain was durably settled.
+    applied: AtomicU64,
+    target: AtomicU64,
+    target_reached: OnceLock<Instant>,
 }
 
 impl TimedStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        TimedStore { inner, timings: Mutex::new(Timings::default()) }
+        TimedStore {
+            inner,
+            timings: Mutex::new(Timings::default()),
+            applied: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            target_reached: OnceLock::new(),
+        }
+    }
+
+    /// Remember when `n` completions in all have been applied.
+    pub fn watch_applied(&self, n: u64) {
+        self.target.store(n, Ordering::SeqCst);
+    }
+
+    /// Waits (polling) until the watched number of completions was applied; returns when the
+    /// `complete` call that reached it returned, or `None` after `limit`.
+    pub async fn wait_applied(&self, limit: Duration) -> Option<Instant> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(at) = self.target_reached.get() {
+                return Some(*at);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
     }
 
     pub fn take(&self) -> Timings {
@@ -87,6 +119,12 @@ impl TimedStore {
 impl Store for TimedStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+    fn db(&self) -> Db {
+        self.inner.db()
+    }
+    fn local_wakeups(&self) -> Option<Arc<Wakeups>> {
+        self.inner.local_wakeups()
     }
     async fn migrate(&self) -> Result<()> {
         self.inner.migrate().await
@@ -172,6 +210,12 @@ impl Store for TimedStore {
         let t = Instant::now();
         let r = self.inner.complete(worker, completions).await;
         let took = t.elapsed();
+        if let Ok(n) = &r {
+            let total = self.applied.fetch_add(*n, Ordering::SeqCst) + n;
+            if total >= self.target.load(Ordering::SeqCst) {
+                let _ = self.target_reached.set(Instant::now());
+            }
+        }
         self.note(|s| s.complete.add(took, completions.len() as u64, false));
         r
     }

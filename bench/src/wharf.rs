@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 use wharf_jobs::{
     JobId, NewJob, Store, StoreConfig,
@@ -25,13 +26,25 @@ use wharf_workers::{
 };
 
 use crate::{
+    Limits, W1, W2,
     db::{TempPg, TempSqlite},
     record::{Cpu, Recorder, exactly_once, latency, span},
     timed::TimedStore,
-    Limits, W1, W2,
 };
 
 const TENANT: &str = "bench";
+
+/// Where and how the fresh stores are made.
+pub struct Setup<'a> {
+    /// PostgreSQL server URL without a database.
+    pub pg_base: &'a str,
+    /// SQL run on each fresh PostgreSQL database after the migrations (what-if experiments).
+    pub pg_experiment: Option<&'a str>,
+    /// Extra URL parameters for wharf's PostgreSQL stores (e.g. `options[synchronous_commit]=off`).
+    pub pg_params: Option<&'a str>,
+    /// Overrides the SQLite store's pool size (`StoreConfig::pool_max`).
+    pub sqlite_pool_max: Option<u32>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -78,15 +91,24 @@ enum Place {
 }
 
 impl Fresh {
-    async fn open(backend: Backend, pg_base: &str) -> Result<Fresh> {
+    async fn open(backend: Backend, setup: &Setup<'_>) -> Result<Fresh> {
         match backend {
             Backend::Postgres => {
-                let db = TempPg::create(pg_base).await?;
-                let cfg = StoreConfig::new(&db.url);
+                let db = TempPg::create(setup.pg_base).await?;
+                let cfg = StoreConfig::new(match setup.pg_params {
+                    Some(p) => format!("{}&{p}", db.url),
+                    None => db.url.clone(),
+                });
                 let opened = async {
                     let store = Arc::new(PostgresStore::connect(&cfg).await?);
                     let producer = Arc::new(PostgresStore::connect(&cfg).await?);
                     store.migrate().await?;
+                    if let Some(sql) = setup.pg_experiment {
+                        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+                            .execute(store.pool())
+                            .await
+                            .context("--pg-experiment")?;
+                    }
                     Ok::<_, anyhow::Error>((store, producer))
                 }
                 .await;
@@ -105,7 +127,11 @@ impl Fresh {
             }
             Backend::Sqlite => {
                 let file = TempSqlite::new();
-                let store = Arc::new(SqliteStore::connect(&StoreConfig::new(&file.url)).await?);
+                let mut cfg = StoreConfig::new(&file.url);
+                if let Some(max) = setup.sqlite_pool_max {
+                    cfg.pool_max = max;
+                }
+                let store = Arc::new(SqliteStore::connect(&cfg).await?);
                 store.migrate().await?;
                 Ok(Fresh {
                     pools: vec![Pool::Sqlite(store.pool().clone())],
@@ -129,7 +155,11 @@ impl Fresh {
         drop(self.producer);
         for p in self.pools {
             match p {
-                Pool::Pg(p) => p.close().await,
+                // Not `close()`: PostgresStore's LISTEN task keeps a connection of the pool
+                // for as long as the process lives (it never ends, even when the store is
+                // dropped), so `PgPool::close` would wait forever. The database is dropped
+                // WITH (FORCE) below, and each run is its own process.
+                Pool::Pg(p) => drop(p),
                 Pool::Sqlite(p) => p.close().await,
             }
         }
@@ -150,25 +180,15 @@ fn registry(rec: Arc<Recorder<JobId>>) -> Registry {
     r
 }
 
-/// Jobs of the diagnostic queue that reached `succeeded`.
-async fn succeeded(store: &dyn Store) -> Result<i64> {
-    Ok(store.queue_counts().await?.into_iter().find(|c| c.queue == queue::DIAGNOSTIC).map_or(0, |c| c.succeeded))
-}
-
-/// Waits until the store shows `n` succeeded jobs; returns when that was first seen.
-async fn wait_acked(store: &dyn Store, n: usize, limit: Duration) -> Result<Option<Instant>> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if succeeded(store).await? >= n as i64 {
-            return Ok(Some(Instant::now()));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(None)
-}
-
-pub async fn w1(backend: Backend, pg_base: &str, rt: &RuntimeConfig, n: usize, chunk: usize, limits: Limits) -> Result<W1> {
-    let fresh = Fresh::open(backend, pg_base).await?;
+pub async fn w1(
+    backend: Backend,
+    setup: &Setup<'_>,
+    rt: &RuntimeConfig,
+    n: usize,
+    chunk: usize,
+    limits: Limits,
+) -> Result<W1> {
+    let fresh = Fresh::open(backend, setup).await?;
     let place = fresh.describe();
     let r = w1_on(&fresh, rt, n, chunk, limits).await;
     fresh.close().await.context("cleaning up")?;
@@ -192,15 +212,17 @@ async fn w1_on(fresh: &Fresh, rt: &RuntimeConfig, n: usize, chunk: usize, limits
 
     let rec = Arc::new(Recorder::new(n));
     let timed = Arc::new(TimedStore::new(fresh.store.clone()));
+    timed.watch_applied(n as u64);
     let worker = Worker::new(timed.clone(), registry(rec.clone()), &[queue::DIAGNOSTIC.to_string()], rt.clone())?;
     let stop = CancellationToken::new();
     let cpu0 = Cpu::now();
     let started = Instant::now();
     let running = tokio::spawn(worker.run(stop.clone()));
     let reached = rec.wait_for(n, limits.stall, limits.total).await;
+    // A job is done when its outcome is in the store: wait for the acker's last batch.
+    let acked = if reached { timed.wait_applied(limits.stall).await } else { None };
     let cpu = Cpu::now().since(cpu0);
     let timings = timed.take();
-    let acked = if reached { wait_acked(fresh.store.as_ref(), n, Duration::from_secs(60)).await? } else { None };
     stop.cancel();
     match tokio::time::timeout(Duration::from_secs(60), running).await {
         Ok(Ok(Ok(()))) => {}
@@ -212,48 +234,54 @@ async fn w1_on(fresh: &Fresh, rt: &RuntimeConfig, n: usize, chunk: usize, limits
     let events = rec.events();
     let once = exactly_once(&ids, &events);
     let (first, last) = span(&events).unwrap_or((started, started));
-    let drain = last.duration_since(first);
+    let end = acked.unwrap_or(last);
+    let drain = end.duration_since(first);
     let mut details = vec![
+        format!("enqueue: {n} jobs in {:.3} s via enqueue_many in chunks of {chunk}", enqueue.as_secs_f64()),
         format!(
-            "enqueue: {n} jobs in {:.3} s via enqueue_many in chunks of {chunk}",
-            enqueue.as_secs_f64()
-        ),
-        format!(
-            "drain: worker start → first completion {:.1} ms, first → last completion {:.3} s",
+            "drain: worker start → first completion {:.1} ms; first completion → last outcome committed {:.3} s \
+             (the handlers were done after {:.3} s: {:.0} jobs/s executed; the last ack committed {:.0} ms after the last execution)",
             first.duration_since(started).as_secs_f64() * 1e3,
-            drain.as_secs_f64()
+            drain.as_secs_f64(),
+            last.duration_since(first).as_secs_f64(),
+            n.saturating_sub(1) as f64 / last.duration_since(first).as_secs_f64().max(1e-9),
+            end.saturating_duration_since(last).as_secs_f64() * 1e3,
         ),
-        match acked {
-            Some(at) => format!(
-                "all {n} rows `succeeded` in the store {:.0} ms after the last completion (10 ms polling)",
-                at.saturating_duration_since(last).as_secs_f64() * 1e3
-            ),
-            None => format!("the store never showed all {n} jobs succeeded"),
-        },
-        timings.claim.describe("claim") + &format!(" (asked {:.1} jobs/call)", timings.claim_asked as f64 / timings.claim.calls.max(1) as f64),
+        timings.claim.describe("claim")
+            + &format!(" (asked {:.1} jobs/call)", timings.claim_asked as f64 / timings.claim.calls.max(1) as f64),
         timings.complete.describe("complete"),
-        cpu.describe() + &format!(" over {:.2} s from worker start", last.duration_since(started).as_secs_f64()),
+        cpu.describe() + &format!(" over {:.2} s from worker start", end.duration_since(started).as_secs_f64()),
     ];
     if !reached {
         details.push(format!("gave up: {} of {n} executions recorded", events.len()));
+    } else if acked.is_none() {
+        details.push(format!("the store never reported all {n} outcomes applied"));
     }
     let counts = fresh.store.queue_counts().await?;
-    if let Some(c) = counts.iter().find(|c| c.queue == queue::DIAGNOSTIC) {
-        if c.succeeded != n as i64 || c.queued + c.running + c.retrying + c.dead != 0 {
-            details.push(format!("store after the run: {c:?}"));
-        }
+    let settled = counts.iter().find(|c| c.queue == queue::DIAGNOSTIC).cloned().unwrap_or_default();
+    let consistent =
+        settled.succeeded == n as i64 && settled.queued + settled.running + settled.retrying + settled.dead == 0;
+    if !consistent {
+        details.push(format!("store after the run: {settled:?}"));
     }
     Ok(W1 {
         enqueue_per_s: n as f64 / enqueue.as_secs_f64(),
-        drain_per_s: if drain.is_zero() { 0.0 } else { (n.saturating_sub(1)) as f64 / drain.as_secs_f64() },
+        drain_per_s: if drain.is_zero() { 0.0 } else { n.saturating_sub(1) as f64 / drain.as_secs_f64() },
         once,
-        complete: reached && acked.is_some(),
+        complete: reached && acked.is_some() && consistent,
         details,
     })
 }
 
-pub async fn w2(backend: Backend, pg_base: &str, rt: &RuntimeConfig, jobs: usize, rate: f64, limits: Limits) -> Result<W2> {
-    let fresh = Fresh::open(backend, pg_base).await?;
+pub async fn w2(
+    backend: Backend,
+    setup: &Setup<'_>,
+    rt: &RuntimeConfig,
+    jobs: usize,
+    rate: f64,
+    limits: Limits,
+) -> Result<W2> {
+    let fresh = Fresh::open(backend, setup).await?;
     let place = fresh.describe();
     let r = w2_on(&fresh, rt, jobs, rate, limits).await;
     fresh.close().await.context("cleaning up")?;
