@@ -94,6 +94,7 @@ fn metadata_text(m: Option<&serde_json::Value>) -> Option<String> {
 pub struct StoredDigest {
     pub content_hash: String,
     pub metadata: Option<serde_json::Value>,
+    pub dims: usize,
 }
 
 /// A vector to store.
@@ -162,7 +163,7 @@ impl EmbeddingStore {
         EmbeddingStore { db, indexed: Arc::default() }
     }
 
-    /// Content hash and metadata of those of `ids` stored under `model`.
+    /// Content hash, metadata and width of those of `ids` stored under `model`.
     pub async fn digests(
         &self,
         tenant: &str,
@@ -177,7 +178,7 @@ impl EmbeddingStore {
         match &self.db {
             Db::Postgres(pool) => {
                 let rows = sqlx::query(
-                    "SELECT doc_id, content_hash, metadata::text AS metadata FROM wharf_embeddings \
+                    "SELECT doc_id, content_hash, metadata::text AS metadata, dims FROM wharf_embeddings \
                      WHERE tenant_id = $1 AND collection = $2 AND model = $3 AND doc_id = ANY($4)",
                 )
                 .bind(tenant)
@@ -187,13 +188,17 @@ impl EmbeddingStore {
                 .fetch_all(pool)
                 .await?;
                 for r in rows {
-                    out.insert(r.try_get("doc_id")?, digest_row(r.try_get("content_hash")?, r.try_get("metadata")?)?);
+                    let dims = r.try_get::<i32, _>("dims")? as usize;
+                    out.insert(
+                        r.try_get("doc_id")?,
+                        digest_row(r.try_get("content_hash")?, r.try_get("metadata")?, dims)?,
+                    );
                 }
             }
             Db::Sqlite(pool) => {
                 let ids = serde_json::to_string(ids).expect("ids serialize");
                 let rows = sqlx::query(
-                    "SELECT doc_id, content_hash, metadata FROM wharf_embeddings \
+                    "SELECT doc_id, content_hash, metadata, dims FROM wharf_embeddings \
                      WHERE tenant_id = ?1 AND collection = ?2 AND model = ?3 \
                      AND doc_id IN (SELECT value FROM json_each(?4))",
                 )
@@ -204,7 +209,11 @@ impl EmbeddingStore {
                 .fetch_all(pool)
                 .await?;
                 for r in rows {
-                    out.insert(r.try_get("doc_id")?, digest_row(r.try_get("content_hash")?, r.try_get("metadata")?)?);
+                    let dims = r.try_get::<i64, _>("dims")? as usize;
+                    out.insert(
+                        r.try_get("doc_id")?,
+                        digest_row(r.try_get("content_hash")?, r.try_get("metadata")?, dims)?,
+                    );
                 }
             }
         }
@@ -489,8 +498,8 @@ impl EmbeddingStore {
     }
 }
 
-fn digest_row(content_hash: String, metadata: Option<String>) -> Result<StoredDigest> {
-    Ok(StoredDigest { content_hash, metadata: parse_metadata(metadata)? })
+fn digest_row(content_hash: String, metadata: Option<String>, dims: usize) -> Result<StoredDigest> {
+    Ok(StoredDigest { content_hash, metadata: parse_metadata(metadata)?, dims })
 }
 
 fn pg_record(r: &PgRow) -> Result<EmbeddingRecord> {

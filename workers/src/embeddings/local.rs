@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use pocket_encoder::{Encoder, Error};
+use tokio::sync::Semaphore;
 
 use super::provider::{Provider, ProviderError, check_vectors};
 
@@ -17,9 +18,17 @@ pub fn model_id() -> &'static str {
 
 pub const DIMS: usize = 384;
 
-#[derive(Default)]
 pub struct LocalModel {
     encoder: Arc<OnceLock<Result<Encoder, String>>>,
+    /// One inference at a time: candle already spreads a forward pass over the cores, and
+    /// concurrent jobs would only fight over them.
+    running: Semaphore,
+}
+
+impl Default for LocalModel {
+    fn default() -> Self {
+        LocalModel { encoder: Arc::default(), running: Semaphore::new(1) }
+    }
 }
 
 #[async_trait]
@@ -41,8 +50,13 @@ impl Provider for LocalModel {
         4096
     }
 
+    fn expected_dims(&self, _model: &str) -> Option<usize> {
+        Some(DIMS)
+    }
+
     async fn embed(&self, _model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ProviderError> {
         let n = texts.len();
+        let _turn = self.running.acquire().await.expect("the semaphore is never closed");
         let cell = self.encoder.clone();
         let vectors = tokio::task::spawn_blocking(move || {
             let encoder = cell

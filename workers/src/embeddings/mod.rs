@@ -476,9 +476,10 @@ impl Handler<EmbedDocumentsJob> for EmbeddingHandler {
         let mut metadata_updates = Vec::new();
         let mut changed = Vec::new();
         let documents = job.documents.len();
+        let width = primary.provider.expected_dims(&model);
         for d in job.documents {
             match stored.get(&d.id) {
-                Some(s) if s.content_hash == content_hash(&d.text) => {
+                Some(s) if s.content_hash == content_hash(&d.text) && width.is_none_or(|w| w == s.dims) => {
                     report.unchanged += 1;
                     if normalized(&s.metadata) != normalized(&d.metadata) {
                         metadata_updates.push((d.id, d.metadata));

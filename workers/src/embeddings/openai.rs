@@ -156,6 +156,10 @@ impl Provider for OpenAiCompatible {
         self.cfg.max_batch
     }
 
+    fn expected_dims(&self, model: &str) -> Option<usize> {
+        self.cfg.dimensions.filter(|_| model == self.cfg.model).map(|d| d as usize)
+    }
+
     async fn embed(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ProviderError> {
         let n = texts.len();
         let mut args = CreateEmbeddingRequestArgs::default();

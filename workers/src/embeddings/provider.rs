@@ -57,6 +57,11 @@ pub trait Provider: Send + Sync {
     fn accepts_model(&self, model: &str) -> bool;
     /// Most texts per request.
     fn max_batch(&self) -> usize;
+    /// The width `model` answers with, when configured or fixed (a stored vector of another
+    /// width is embedded again).
+    fn expected_dims(&self, _model: &str) -> Option<usize> {
+        None
+    }
     /// One vector per text, in order, all of one width.
     async fn embed(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ProviderError>;
 }
