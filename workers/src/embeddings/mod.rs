@@ -175,40 +175,22 @@ async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> Resu
 impl EmbeddingHandler {
     /// The providers of `cfg` over the store's database. Makes no connection yet.
     pub fn new(cfg: &EmbeddingsConfig, db: Db) -> Self {
-        let providers = cfg
+        let slots = cfg
             .providers
             .iter()
-            .map(|p| -> Box<dyn Provider> {
-                match p {
+            .map(|p| {
+                let provider: Box<dyn Provider> = match p {
                     ProviderConfig::Remote(r) => Box::new(openai::OpenAiCompatible::new(r, cfg.timeout)),
                     #[cfg(feature = "local-embeddings")]
                     ProviderConfig::Local => Box::new(local::LocalModel::default()),
                     #[cfg(not(feature = "local-embeddings"))]
                     ProviderConfig::Local => unreachable!("EmbeddingsConfig only lists Local when it is built in"),
-                }
+                };
+                Slot { provider, breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown) }
             })
-            .collect();
-        Self::with_providers(cfg, db, providers)
-    }
-
-    /// With providers of the caller's (tests).
-    pub fn with_providers(cfg: &EmbeddingsConfig, db: Db, providers: Vec<Box<dyn Provider>>) -> Self {
-        let slots = providers
-            .into_iter()
-            .map(|provider| Slot { provider, breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown) })
             .collect();
         let cache = moka::sync::Cache::builder().max_capacity(cfg.cache_entries).time_to_live(cfg.cache_ttl).build();
         EmbeddingHandler { inner: Arc::new(Inner { store: EmbeddingStore::new(db), slots, cache, cfg: cfg.clone() }) }
-    }
-
-    /// `openai`, `gemini`, `local` in the order they are tried.
-    pub fn provider_names(&self) -> Vec<&'static str> {
-        self.inner.slots.iter().map(|s| s.provider.name()).collect()
-    }
-
-    /// The model documents are embedded with when the request names none.
-    pub fn configured_model(&self) -> Option<&str> {
-        self.inner.slots.first().map(|s| s.provider.default_model())
     }
 
     fn primary(&self) -> Result<&Slot, JobError> {
