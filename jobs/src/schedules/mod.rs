@@ -32,6 +32,7 @@ use crate::{
     config::{ConfigError, Env},
     kinds::{
         JobKind,
+        embedding::RefreshEmbeddingsJob,
         purge::{PurgeJob, PurgeTarget},
     },
     queue,
@@ -152,7 +153,8 @@ fn purge(name: &str, cron: &str, target: PurgeTarget) -> Schedule {
     system(name, cron, PurgeJob { target })
 }
 
-/// The built-in schedules (PRODUCT §4): the purges, spread over the hour.
+/// The built-in schedules (PRODUCT §4): the purges, spread over the hour, and the daily
+/// re-embedding of documents stored under a model other than the configured one.
 pub fn defaults() -> Vec<Schedule> {
     vec![
         purge("purge-jobs", "0 5 * * * *", PurgeTarget::Jobs),
@@ -161,12 +163,7 @@ pub fn defaults() -> Vec<Schedule> {
         purge("purge-idempotency-keys", "0 35 * * * *", PurgeTarget::IdempotencyKeys),
         purge("purge-objects", "0 0 */6 * * *", PurgeTarget::Objects),
         purge("purge-payload-blobs", "0 45 */6 * * *", PurgeTarget::PayloadBlobs),
-        // HOOK (issue 6 §5, embedding refresh, daily at 03:00 UTC): when the embeddings kind has
-        // landed (`kinds::embedding::RefreshEmbeddingsJob`, kind `embeddings.refresh`, queue
-        // `queue::EMBEDDINGS`), add here:
-        //     system("embeddings-refresh", "0 0 3 * * *", RefreshEmbeddingsJob::default()),
-        // It is then registered, listed by
-        // `GET /v1/schedules`, overridable with `SCHEDULE_EMBEDDINGS_REFRESH`, fired once a day.
+        system("embeddings-refresh", "0 0 3 * * *", RefreshEmbeddingsJob::default()),
     ]
 }
 
@@ -285,6 +282,10 @@ mod tests {
         let from = Utc.with_ymd_and_hms(2026, 1, 1, 1, 0, 0).unwrap();
         let ticks: Vec<_> = objects.ticks_after(from).take(2).map(|t| t.to_rfc3339()).collect();
         assert_eq!(ticks, ["2026-01-01T06:00:00+00:00", "2026-01-01T12:00:00+00:00"]);
+        let refresh = set.get("embeddings-refresh").unwrap();
+        assert_eq!((refresh.kind.as_str(), refresh.queue.as_str()), (RefreshEmbeddingsJob::KIND, queue::EMBEDDINGS));
+        let ticks: Vec<_> = refresh.ticks_after(from).take(2).map(|t| t.to_rfc3339()).collect();
+        assert_eq!(ticks, ["2026-01-01T03:00:00+00:00", "2026-01-02T03:00:00+00:00"]);
     }
 
     #[test]
