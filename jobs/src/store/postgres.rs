@@ -572,6 +572,9 @@ impl Store for PostgresStore {
                 }
             }
         }
+        // Guards compare the lease holder with IS NOT DISTINCT FROM: an `=` lets the planner pick
+        // the partial lease_owner index, which after a drain is full of dead entries of this
+        // worker's finished jobs (the apalis ack problem); by primary key each row costs the same.
         let mut tx = self.pool.begin().await?;
         let mut applied = 0;
         if !ok.0.is_empty() {
@@ -579,7 +582,7 @@ impl Store for PostgresStore {
                 "UPDATE wharf_jobs j SET state = 'succeeded', finished_at = now(), updated_at = now(),
                         lease_owner = NULL, result = x.r::jsonb
                  FROM UNNEST($1::uuid[], $2::int[], $3::text[]) AS x(id, attempt, r)
-                 WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner = $4 AND j.attempt = x.attempt",
+                 WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner IS NOT DISTINCT FROM $4 AND j.attempt = x.attempt",
             )
             .bind(&ok.0)
             .bind(&ok.1)
@@ -600,7 +603,7 @@ impl Store for PostgresStore {
                            last_error = x.err, lease_owner = NULL, finished_at = {finished}, updated_at = now()
                     FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::timestamptz[])
                          AS x(id, attempt, err, run_at, started)
-                    WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner = $6 AND j.attempt = x.attempt
+                    WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner IS NOT DISTINCT FROM $6 AND j.attempt = x.attempt
                     RETURNING j.id, j.attempt, x.err, x.started
                  )
                  INSERT INTO wharf_job_attempts (job_id, attempt, worker, started_at, finished_at, error)
@@ -621,7 +624,7 @@ impl Store for PostgresStore {
                 "UPDATE wharf_jobs j SET state = 'queued', attempt = j.attempt - 1, lease_owner = NULL,
                         started_at = NULL, updated_at = now()
                  FROM UNNEST($1::uuid[], $2::int[]) AS x(id, attempt)
-                 WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner = $3 AND j.attempt = x.attempt",
+                 WHERE j.id = x.id AND j.state = 'running' AND j.lease_owner IS NOT DISTINCT FROM $3 AND j.attempt = x.attempt",
             )
             .bind(&returned.0)
             .bind(&returned.1)
