@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Limits, W1, W2,
     db::TempPg,
-    record::{Cpu, Recorder, exactly_once, latency, span},
+    record::{Cpu, Recorder, exactly_once, late_jobs, latency, span},
 };
 
 const QUEUE: &str = "bench";
@@ -257,6 +257,7 @@ async fn w2_on(url: &str, pool: &PgPool, cfg: &ApalisConfig, jobs: usize, rate: 
     let mut sent: Vec<(u64, Instant)> = Vec::with_capacity(jobs);
     let mut enqueue_ms = Vec::with_capacity(jobs);
     let t0 = tokio::time::Instant::now();
+    let t0_std = Instant::now();
     for i in 0..jobs {
         tokio::time::sleep_until(t0 + period * i as u32).await;
         let seq = i as u64;
@@ -273,7 +274,7 @@ async fn w2_on(url: &str, pool: &PgPool, cfg: &ApalisConfig, jobs: usize, rate: 
     let events = rec.events();
     let seqs: Vec<u64> = sent.iter().map(|s| s.0).collect();
     let once = exactly_once(&seqs, &events);
-    let at: HashMap<u64, Instant> = sent.into_iter().collect();
+    let at: HashMap<u64, Instant> = sent.iter().copied().collect();
     let mut first: HashMap<u64, Instant> = HashMap::new();
     for (seq, t) in events {
         first.entry(seq).and_modify(|f| *f = (*f).min(t)).or_insert(t);
@@ -283,6 +284,7 @@ async fn w2_on(url: &str, pool: &PgPool, cfg: &ApalisConfig, jobs: usize, rate: 
         .filter_map(|(seq, started)| Some(started.saturating_duration_since(*at.get(seq)?).as_secs_f64() * 1e3))
         .collect();
     let enq = latency(enqueue_ms);
+    let late = late_jobs(&sent, &first, t0_std);
     let mut details = vec![format!(
         "produced {jobs} single pushes (TaskSink::push) in {:.2} s (target {:.2} s); push call p50 {:.2} ms, max {:.1} ms",
         produced.as_secs_f64(),
@@ -290,6 +292,7 @@ async fn w2_on(url: &str, pool: &PgPool, cfg: &ApalisConfig, jobs: usize, rate: 
         enq.map_or(0.0, |l| l.p50),
         enq.map_or(0.0, |l| l.max)
     )];
+    details.push(late);
     if !reached {
         details.push(format!("gave up: {} of {jobs} executions recorded", first.len()));
     }

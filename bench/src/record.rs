@@ -128,6 +128,37 @@ pub fn latency(mut ms: Vec<f64>) -> Option<Latency> {
     Some(Latency { p50: at(50.0), p95: at(95.0), p99: at(99.0), max: *ms.last().expect("non-empty") })
 }
 
+/// W2's slow tail in words: how many jobs waited over 100 ms and over 1 s, and for the latter
+/// when they were enqueued and started, in seconds after the producer's start `t0`.
+pub fn late_jobs<K: Copy + Eq + Hash>(sent: &[(K, Instant)], first: &HashMap<K, Instant>, t0: Instant) -> String {
+    let mut over_100ms = 0;
+    let mut late: Vec<(f64, f64)> = Vec::new();
+    for (k, at) in sent {
+        let Some(started) = first.get(k) else { continue };
+        let waited = started.saturating_duration_since(*at);
+        if waited > Duration::from_millis(100) {
+            over_100ms += 1;
+        }
+        if waited > Duration::from_secs(1) {
+            late.push((at.duration_since(t0).as_secs_f64(), started.duration_since(t0).as_secs_f64()));
+        }
+    }
+    if late.is_empty() {
+        return format!("{over_100ms} jobs waited over 100 ms, none over 1 s");
+    }
+    let min = |f: fn(&(f64, f64)) -> f64| late.iter().map(f).fold(f64::INFINITY, f64::min);
+    let max = |f: fn(&(f64, f64)) -> f64| late.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{over_100ms} jobs waited over 100 ms, {} over 1 s: enqueued {:.2}–{:.2} s after the producer started, \
+         started {:.2}–{:.2} s after it",
+        late.len(),
+        min(|l| l.0),
+        max(|l| l.0),
+        min(|l| l.1),
+        max(|l| l.1)
+    )
+}
+
 /// CPU seconds used so far: this process, every `postgres` process on the machine, and the
 /// machine as a whole (busy and total, all cores). Linux `/proc`; zeros elsewhere.
 #[derive(Debug, Clone, Copy, Default)]

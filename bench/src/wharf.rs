@@ -28,7 +28,7 @@ use wharf_workers::{
 use crate::{
     Limits, W1, W2,
     db::{TempPg, TempSqlite},
-    record::{Cpu, Recorder, exactly_once, latency, span},
+    record::{Cpu, Recorder, exactly_once, late_jobs, latency, span},
     timed::TimedStore,
 };
 
@@ -304,6 +304,7 @@ async fn w2_on(fresh: &Fresh, rt: &RuntimeConfig, jobs: usize, rate: f64, limits
     let mut sent: Vec<(JobId, Instant)> = Vec::with_capacity(jobs);
     let mut enqueue_ms = Vec::with_capacity(jobs);
     let t0 = tokio::time::Instant::now();
+    let t0_std = Instant::now();
     for i in 0..jobs {
         tokio::time::sleep_until(t0 + period * i as u32).await;
         let job = DiagnosticJob::Noop.into_job(TENANT);
@@ -327,7 +328,7 @@ async fn w2_on(fresh: &Fresh, rt: &RuntimeConfig, jobs: usize, rate: f64, limits
     let events = rec.events();
     let ids: Vec<JobId> = sent.iter().map(|s| s.0).collect();
     let once = exactly_once(&ids, &events);
-    let at: HashMap<JobId, Instant> = sent.into_iter().collect();
+    let at: HashMap<JobId, Instant> = sent.iter().copied().collect();
     let mut first: HashMap<JobId, Instant> = HashMap::new();
     for (id, t) in events {
         first.entry(id).and_modify(|f| *f = (*f).min(t)).or_insert(t);
@@ -337,6 +338,7 @@ async fn w2_on(fresh: &Fresh, rt: &RuntimeConfig, jobs: usize, rate: f64, limits
         .filter_map(|(id, started)| Some(started.saturating_duration_since(*at.get(id)?).as_secs_f64() * 1e3))
         .collect();
     let enq = latency(enqueue_ms);
+    let late = late_jobs(&sent, &first, t0_std);
     let mut details = vec![
         format!(
             "produced {jobs} single enqueues in {:.2} s (target {:.2} s); enqueue call p50 {:.2} ms, max {:.1} ms",
@@ -348,6 +350,7 @@ async fn w2_on(fresh: &Fresh, rt: &RuntimeConfig, jobs: usize, rate: f64, limits
         timings.claim.describe("claim") + " (includes idle polls)",
         timings.complete.describe("complete"),
     ];
+    details.push(late);
     if !reached {
         details.push(format!("gave up: {} of {jobs} executions recorded", first.len()));
     }
