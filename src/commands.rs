@@ -21,9 +21,8 @@ use crate::config::Config;
 
 /// The store, with payloads above `PAYLOAD_OFFLOAD_BYTES` kept in object storage.
 async fn store(cfg: &Config) -> Result<Arc<dyn Store>> {
-    let store = open_store(&cfg.store)
-        .await
-        .with_context(|| format!("cannot open the store at {}", redact(&cfg.store.url)))?;
+    let store =
+        open_store(&cfg.store).await.with_context(|| format!("cannot open the store at {}", redact(&cfg.store.url)))?;
     if matches!(cfg.objects, ObjectsConfig::Local { .. }) && !cfg.store.url.starts_with("sqlite:") {
         tracing::warn!(
             objects = %cfg.objects.describe(),
@@ -96,7 +95,10 @@ pub async fn serve() -> Result<()> {
         cfg.data_dir.join("outbox").display()
     );
     if let Some(path) = key_file {
-        println!("wharf: webhook secrets are encrypted with the key in {} (set WHARF_ENCRYPTION_KEY to use another)", path.display());
+        println!(
+            "wharf: webhook secrets are encrypted with the key in {} (set WHARF_ENCRYPTION_KEY to use another)",
+            path.display()
+        );
     }
     let scheduler = Scheduler::new(store.clone(), SchedulerConfig::from_env(&cfg.env)?);
     let stop = shutdown_signal();

@@ -64,7 +64,9 @@ async fn main() -> ExitCode {
         Command::Worker { pools, concurrency } => commands::worker(pools, concurrency).await,
         Command::Scheduler => commands::scheduler().await,
         Command::Migrate => commands::migrate().await,
-        Command::Keys { command: KeysCommand::Create { tenant, scopes } } => commands::create_key(&tenant, &scopes).await,
+        Command::Keys { command: KeysCommand::Create { tenant, scopes } } => {
+            commands::create_key(&tenant, &scopes).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 use support::*;
 use wharf_jobs::{JobState, keys::Scope, kinds::diagnostic::DiagnosticJob};
 
-on_both_backends!(tenant_b_cannot_see_or_touch_tenant_a, bulk_replay_replays_exactly_the_matching, bad_input_names_the_field);
+on_both_backends!(
+    tenant_b_cannot_see_or_touch_tenant_a,
+    bulk_replay_replays_exactly_the_matching,
+    bad_input_names_the_field
+);
 
 const ALL: &[Scope] = &[Scope::JobsWrite, Scope::JobsRead, Scope::DlqRead, Scope::DlqWrite];
 
@@ -80,7 +84,8 @@ async fn tenant_b_cannot_see_or_touch_tenant_a(backend: Backend) {
     let admin_b = r.env.key("tenant-b", &[Scope::Admin]).await;
     let (_, audit_b) = r.api.get(&admin_b, "/v1/audit-log").await;
     // B sees only its own (empty) bulk replay, nothing of A's.
-    let b_actions: Vec<&str> = audit_b["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+    let b_actions: Vec<&str> =
+        audit_b["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
     assert_eq!(b_actions, vec!["dlq.replay_matching"], "{audit_b}");
     assert_eq!(r.api.get(&a, "/v1/audit-log").await.0, 403, "admin only");
     // Scopes are enforced: a read-only key cannot enqueue.
@@ -117,7 +122,10 @@ async fn bulk_replay_replays_exactly_the_matching(backend: Backend) {
         let j = r.env.job("acme", id).await;
         assert_eq!(j.state, JobState::Replayed, "{id}");
         let new = j.replayed_by.expect("linked to its replay");
-        assert_eq!(r.env.store.job("acme", new).await.unwrap().unwrap().replay_of.map(|x| x.to_string()), Some(id.clone()));
+        assert_eq!(
+            r.env.store.job("acme", new).await.unwrap().unwrap().replay_of.map(|x| x.to_string()),
+            Some(id.clone())
+        );
     }
     assert_eq!(r.env.job("acme", &beta).await.state, JobState::Dead);
     assert_eq!(r.env.job("other", &other_tenant).await.state, JobState::Dead);
@@ -135,7 +143,8 @@ async fn bad_input_names_the_field(backend: Backend) {
     for f in ["from", "to[1]", "subject"] {
         assert!(fields.contains(&f), "{f} missing in {body}");
     }
-    let (s, body) = r.api.post(&key, "/v1/emails", &json!({"to": ["a@example.com"], "subject": "s", "text": "t"})).await;
+    let (s, body) =
+        r.api.post(&key, "/v1/emails", &json!({"to": ["a@example.com"], "subject": "s", "text": "t"})).await;
     assert!(s == 400 || s == 422, "{s} {body}");
     assert!(body.to_string().contains("from"), "names the missing field: {body}");
     let (s, body) = r.api.get(&key, "/v1/dead-letters?since=yesterday").await;
@@ -148,6 +157,7 @@ async fn bad_input_names_the_field(backend: Backend) {
     let (s2, again) = r.api.post_with(&key, "/v1/emails", &email, &[("Idempotency-Key", "k-1")]).await;
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(first["id"], again["id"]);
-    let (s3, _) = r.api.post_with(&key, "/v1/emails", &email_body("a@example.com", "other"), &[("Idempotency-Key", "k-1")]).await;
+    let (s3, _) =
+        r.api.post_with(&key, "/v1/emails", &email_body("a@example.com", "other"), &[("Idempotency-Key", "k-1")]).await;
     assert_eq!(s3, 422);
 }

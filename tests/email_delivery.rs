@@ -87,8 +87,13 @@ async fn smtp_down_backs_off_then_dead_then_replay_delivers_once(backend: Backen
     assert_eq!(job["attempts"], 3);
     // Backoff: ~1 s after attempt 1, ~2 s after attempt 2 (±20 % jitter, plus pickup latency).
     for (i, nominal) in [(1usize, 1.0f64), (2, 2.0)] {
-        let gap = (time(&errors[i]["started_at"]) - time(&errors[i - 1]["finished_at"])).num_milliseconds() as f64 / 1000.0;
-        assert!(gap >= nominal * 0.8 - 0.05 && gap <= nominal * 1.2 + 1.0, "gap before attempt {} was {gap}s: {job}", i + 1);
+        let gap =
+            (time(&errors[i]["started_at"]) - time(&errors[i - 1]["finished_at"])).num_milliseconds() as f64 / 1000.0;
+        assert!(
+            gap >= nominal * 0.8 - 0.05 && gap <= nominal * 1.2 + 1.0,
+            "gap before attempt {} was {gap}s: {job}",
+            i + 1
+        );
     }
     for e in &errors {
         assert!(!e["error"].as_str().unwrap().is_empty(), "{e}");

@@ -409,7 +409,8 @@ async fn suppression_list_and_postmark_inactive_recipients(backend: Backend) {
     assert_eq!(first, again);
     let (st, _) = s.api.post_with(&s.key, "/v1/email-suppressions", &json!({"address": "x@example.com"}), &idem).await;
     assert_eq!(st, 422, "the same key with another body");
-    let (st, p) = s.api.post(&s.key, "/v1/email-suppressions", &json!({"address": "not-an-address", "reason": "x"})).await;
+    let (st, p) =
+        s.api.post(&s.key, "/v1/email-suppressions", &json!({"address": "not-an-address", "reason": "x"})).await;
     let fields: Vec<_> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!((st, fields), (422, vec!["address", "reason"]));
     let reader = s.env.key(TENANT, &[Scope::JobsRead]).await;

@@ -75,11 +75,8 @@ async fn keys_create_prints_only_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_names_the_variable() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["api"])
-        .env("PORT", "eighty")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_wharf")).args(["api"]).env("PORT", "eighty").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PORT") && err.contains("eighty"), "{err}");

@@ -16,13 +16,20 @@ use crate::{Shared, Tag, auth::ApiKey, problem::Problem};
 impl Shared {
     /// Records an operator action. The action already happened: a failure to record it is
     /// logged loudly but not turned into an error for the caller.
-    pub(crate) async fn audit(&self, key: &ApiKeyRecord, action: &str, target: Option<String>, details: serde_json::Value) {
+    pub(crate) async fn audit(
+        &self,
+        key: &ApiKeyRecord,
+        action: &str,
+        target: Option<String>,
+        details: serde_json::Value,
+    ) {
         tracing::info!(
             target: "audit",
             tenant = %key.tenant, key_id = %key.id, action, target = target.as_deref().unwrap_or(""),
             details = %details, "operator action"
         );
-        let entry = AuditEntry { tenant: key.tenant.clone(), actor: key.id.clone(), action: action.into(), target, details };
+        let entry =
+            AuditEntry { tenant: key.tenant.clone(), actor: key.id.clone(), action: action.into(), target, details };
         if let Err(e) = self.audit.record(&entry).await {
             tracing::error!(error = %e, action, tenant = %key.tenant, "could not record an audit entry");
         }

@@ -33,10 +33,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Authenticator {
-            store,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Authenticator { store, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The key's record if it exists and grants `scope`: 401 for an unknown key, 403 naming
@@ -55,11 +52,7 @@ impl Authenticator {
         if let Some(record) = self.cached(&hash) {
             return Ok(record);
         }
-        let record = self
-            .store
-            .api_key(&hash)
-            .await?
-            .ok_or_else(Problem::invalid_key)?;
+        let record = self.store.api_key(&hash).await?.ok_or_else(Problem::invalid_key)?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             let now = Instant::now();

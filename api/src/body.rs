@@ -34,11 +34,7 @@ impl<Doc, const REQUIRED: bool> JsonBody<Doc, REQUIRED> {
     /// The body as a JSON value; `None` if it is empty.
     pub fn value(&self) -> Result<Option<serde_json::Value>, Problem> {
         if self.bytes.iter().all(u8::is_ascii_whitespace) {
-            return if REQUIRED {
-                Err(Problem::bad_request("a JSON request body is required"))
-            } else {
-                Ok(None)
-            };
+            return if REQUIRED { Err(Problem::bad_request("a JSON request body is required")) } else { Ok(None) };
         }
         serde_json::from_slice(&self.bytes)
             .map(Some)
@@ -49,19 +45,14 @@ impl<Doc, const REQUIRED: bool> JsonBody<Doc, REQUIRED> {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<Option<T>, Problem> {
         match self.value()? {
             None => Ok(None),
-            Some(v) if !v.is_object() => Err(Problem::bad_request(
-                "the request body must be a JSON object",
-            )),
+            Some(v) if !v.is_object() => Err(Problem::bad_request("the request body must be a JSON object")),
             Some(v) => deserialize(v, "").map(Some),
         }
     }
 }
 
 /// Deserializes `value` as `T`; a failure is a 422 naming the field, under `prefix`.
-pub fn deserialize<T: DeserializeOwned>(
-    value: serde_json::Value,
-    prefix: &str,
-) -> Result<T, Problem> {
+pub fn deserialize<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
@@ -103,14 +94,8 @@ fn field_error(prefix: &str, path: &str, message: &str) -> FieldError {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<Doc: Type, const REQUIRED: bool> Payload for JsonBody<Doc, REQUIRED> {
@@ -142,10 +127,7 @@ impl<'a, Doc: Type, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, REQ
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
             description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: Doc::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: "application/json", schema: Doc::schema_ref() }],
             required: REQUIRED,
         })
     }
@@ -179,10 +161,7 @@ impl<'a, Doc: Type, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, REQ
             ),
             other => Problem::bad_request(format!("the request body could not be read: {other}")),
         })?;
-        Ok(JsonBody {
-            bytes,
-            _doc: PhantomData,
-        })
+        Ok(JsonBody { bytes, _doc: PhantomData })
     }
 }
 
@@ -217,23 +196,11 @@ mod tests {
     #[test]
     fn serde_errors_name_the_field() {
         use serde_json::json;
-        assert_eq!(
-            field_of(json!({"inner": {"name": "a", "tags": ["x", 3]}}), "").0,
-            "inner.tags[1]"
-        );
-        assert_eq!(
-            field_of(json!({"inner": {"name": "a", "tags": [], "bogus": 1}}), "").0,
-            "inner.bogus"
-        );
-        assert_eq!(
-            field_of(json!({"bogus": 1, "inner": {"name": "a", "tags": []}}), "").0,
-            "bogus"
-        );
+        assert_eq!(field_of(json!({"inner": {"name": "a", "tags": ["x", 3]}}), "").0, "inner.tags[1]");
+        assert_eq!(field_of(json!({"inner": {"name": "a", "tags": [], "bogus": 1}}), "").0, "inner.bogus");
+        assert_eq!(field_of(json!({"bogus": 1, "inner": {"name": "a", "tags": []}}), "").0, "bogus");
         let (f, m) = field_of(json!({"inner": {"tags": []}}), "payload");
-        assert_eq!(
-            (f.as_str(), m.as_str()),
-            ("payload.inner.name", "is required")
-        );
+        assert_eq!((f.as_str(), m.as_str()), ("payload.inner.name", "is required"));
         assert_eq!(field_of(json!({"inner": 5}), "").0, "inner");
     }
 

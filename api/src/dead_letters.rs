@@ -27,10 +27,7 @@ use crate::{
     jobs::parse_id,
     payloads,
     problem::Problem,
-    views::{
-        DeadLetterDetail, DeadLetterPage, JobDetail, JobStateView, JobView, ReplayAccepted,
-        ReplayCount, Stored,
-    },
+    views::{DeadLetterDetail, DeadLetterPage, JobDetail, JobStateView, JobView, ReplayAccepted, ReplayCount, Stored},
 };
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -76,10 +73,7 @@ pub enum Discarded {
 pub struct DeadLettersApi(pub(crate) Arc<Shared>);
 
 fn is_dead_letter(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Dead | JobState::Replayed | JobState::Discarded
-    )
+    matches!(state, JobState::Dead | JobState::Replayed | JobState::Discarded)
 }
 
 fn no_dead_letter(id: &str) -> Problem {
@@ -90,20 +84,9 @@ fn no_dead_letter(id: &str) -> Problem {
 fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, FieldError> {
     let v = value.trim();
     DateTime::parse_from_rfc3339(v)
-        .or_else(|e| {
-            if v.contains(' ') {
-                DateTime::parse_from_rfc3339(&v.replace(' ', "+"))
-            } else {
-                Err(e)
-            }
-        })
+        .or_else(|e| if v.contains(' ') { DateTime::parse_from_rfc3339(&v.replace(' ', "+")) } else { Err(e) })
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            FieldError::new(
-                field,
-                format!("`{value}` is not an RFC 3339 time such as 2025-01-31T12:00:00Z"),
-            )
-        })
+        .map_err(|_| FieldError::new(field, format!("`{value}` is not an RFC 3339 time such as 2025-01-31T12:00:00Z")))
 }
 
 /// Builds a filter; each bad field is reported.
@@ -115,8 +98,7 @@ fn filter(
 ) -> Result<DeadLetterFilter, Vec<FieldError>> {
     let mut errors = Vec::new();
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-    let mut time = |field: &str, v: Option<String>| match nonempty(v).map(|v| parse_time(field, &v))
-    {
+    let mut time = |field: &str, v: Option<String>| match nonempty(v).map(|v| parse_time(field, &v)) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
             errors.push(e);
@@ -132,12 +114,7 @@ fn filter(
         errors.push(FieldError::new("until", "must be later than `since`"));
     }
     if errors.is_empty() {
-        Ok(DeadLetterFilter {
-            kind: nonempty(kind),
-            error: nonempty(error),
-            since,
-            until,
-        })
+        Ok(DeadLetterFilter { kind: nonempty(kind), error: nonempty(error), since, until })
     } else {
         Err(errors)
     }
@@ -170,11 +147,7 @@ impl DeadLettersApi {
     ///
     /// Jobs that failed for good, newest first, filtered and paginated by cursor.
     /// Needs the scope `dlq:read`.
-    #[oai(
-        path = "/v1/dead-letters",
-        method = "get",
-        operation_id = "listDeadLetters"
-    )]
+    #[oai(path = "/v1/dead-letters", method = "get", operation_id = "listDeadLetters")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -194,21 +167,17 @@ impl DeadLettersApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<DeadLetterPage>, Problem> {
         let key = self.0.auth.authorize(&auth, Scope::DlqRead).await?;
-        let filter = filter(kind.0, error.0, since.0, until.0).map_err(|errors| {
-            Problem::bad_request("invalid query parameters").with_errors(errors)
-        })?;
+        let filter = filter(kind.0, error.0, since.0, until.0)
+            .map_err(|errors| Problem::bad_request("invalid query parameters").with_errors(errors))?;
         let after = match cursor.0.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => Some(c.parse::<JobId>().map_err(|_| {
-                Problem::invalid_field("cursor", "is not a cursor returned by this endpoint")
-            })?),
+            Some(c) => Some(
+                c.parse::<JobId>()
+                    .map_err(|_| Problem::invalid_field("cursor", "is not a cursor returned by this endpoint"))?,
+            ),
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let page = self
-            .0
-            .store
-            .dead_letters(&key.tenant, &filter, &PageRequest { limit, after })
-            .await?;
+        let page = self.0.store.dead_letters(&key.tenant, &filter, &PageRequest { limit, after }).await?;
         let now = Utc::now();
         Ok(Json(DeadLetterPage {
             items: page.items.iter().map(|j| JobView::new(j, now)).collect(),
@@ -220,22 +189,11 @@ impl DeadLettersApi {
     ///
     /// A dead (or already replayed or discarded) job with every attempt's error and its
     /// payload. Needs the scope `dlq:read`.
-    #[oai(
-        path = "/v1/dead-letters/:id",
-        method = "get",
-        operation_id = "getDeadLetter"
-    )]
-    async fn show(
-        &self,
-        auth: ApiKey,
-        id: Path<String>,
-    ) -> Result<Json<DeadLetterDetail>, Problem> {
+    #[oai(path = "/v1/dead-letters/:id", method = "get", operation_id = "getDeadLetter")]
+    async fn show(&self, auth: ApiKey, id: Path<String>) -> Result<Json<DeadLetterDetail>, Problem> {
         let key = self.0.auth.authorize(&auth, Scope::DlqRead).await?;
         let job = self.dead_letter(&key, &id.0).await?;
-        Ok(Json(DeadLetterDetail {
-            job: JobDetail::new(&job, Utc::now()),
-            payload: job.payload.clone(),
-        }))
+        Ok(Json(DeadLetterDetail { job: JobDetail::new(&job, Utc::now()), payload: job.payload.clone() }))
     }
 
     /// Replay a dead letter
@@ -243,11 +201,7 @@ impl DeadLettersApi {
     /// Enqueues the dead job again as a new job linked to it, optionally with an edited
     /// payload; the dead letter becomes `replayed`. 409 if it is not dead (any more).
     /// Needs the scope `dlq:write`.
-    #[oai(
-        path = "/v1/dead-letters/:id/replay",
-        method = "post",
-        operation_id = "replayDeadLetter"
-    )]
+    #[oai(path = "/v1/dead-letters/:id/replay", method = "post", operation_id = "replayDeadLetter")]
     async fn replay(
         &self,
         auth: ApiKey,
@@ -259,48 +213,27 @@ impl DeadLettersApi {
     ) -> Result<Stored<ReplayAccepted, 202>, Problem> {
         let key = self.0.auth.authorize(&auth, Scope::DlqWrite).await?;
         let idem_key = idempotency::parse_header(idempotency_key.0.as_deref())?;
-        let edited = body
-            .parse::<ReplayRequest>()?
-            .unwrap_or_default()
-            .payload
-            .filter(|p| !p.is_null());
+        let edited = body.parse::<ReplayRequest>()?.unwrap_or_default().payload.filter(|p| !p.is_null());
         let job_id = parse_id(&id.0).map_err(|_| no_dead_letter(&id.0))?;
         tracing::Span::current().record("job_id", tracing::field::display(job_id));
 
         let idem_key = idem_key.map(|k| {
-            IdempotencyKey::new(
-                k,
-                &format!("POST /v1/dead-letters/{job_id}/replay"),
-                &json!({ "payload": edited }),
-            )
+            IdempotencyKey::new(k, &format!("POST /v1/dead-letters/{job_id}/replay"), &json!({ "payload": edited }))
         });
         if let Some(k) = &idem_key
-            && let Prior::Repeat(first) =
-                idempotency::lookup(self.0.store.as_ref(), &key.tenant, k).await?
+            && let Prior::Repeat(first) = idempotency::lookup(self.0.store.as_ref(), &key.tenant, k).await?
         {
             return Ok(Stored::replay(first));
         }
 
-        let job = self
-            .0
-            .store
-            .job(&key.tenant, job_id)
-            .await?
-            .ok_or_else(|| no_dead_letter(&id.0))?;
+        let job = self.0.store.job(&key.tenant, job_id).await?.ok_or_else(|| no_dead_letter(&id.0))?;
         if job.state != JobState::Dead {
             return Err(not_dead(&id.0, job.state.as_str()));
         }
-        let payload = edited
-            .map(|p| payloads::check(&job.kind, p, "payload"))
-            .transpose()?;
+        let payload = edited.map(|p| payloads::check(&job.kind, p, "payload")).transpose()?;
         let edited = payload.is_some();
         let new_id = JobId::new();
-        match self
-            .0
-            .store
-            .replay(&key.tenant, job_id, new_id, payload)
-            .await?
-        {
+        match self.0.store.replay(&key.tenant, job_id, new_id, payload).await? {
             Ok(()) => {}
             Err(ReplayRefused::NotFound) => return Err(no_dead_letter(&id.0)),
             Err(ReplayRefused::NotDead(state)) => return Err(not_dead(&id.0, &state)),
@@ -308,7 +241,12 @@ impl DeadLettersApi {
         metrics::counter!("wharf_jobs_enqueued_total", "kind" => job.kind.clone()).increment(1);
         metrics::counter!("wharf_dead_letters_replayed_total").increment(1);
         self.0
-            .audit(&key, "dlq.replay", Some(job_id.to_string()), serde_json::json!({"new_job_id": new_id, "edited": edited}))
+            .audit(
+                &key,
+                "dlq.replay",
+                Some(job_id.to_string()),
+                serde_json::json!({"new_job_id": new_id, "edited": edited}),
+            )
             .await;
 
         let response = Stored::<ReplayAccepted, 202>::new(&ReplayAccepted {
@@ -327,11 +265,7 @@ impl DeadLettersApi {
     ///
     /// Replays every dead letter matching the filter (the same as the list's); answers how many.
     /// Needs the scope `dlq:write`.
-    #[oai(
-        path = "/v1/dead-letters/replay",
-        method = "post",
-        operation_id = "replayDeadLetters"
-    )]
+    #[oai(path = "/v1/dead-letters/replay", method = "post", operation_id = "replayDeadLetters")]
     async fn replay_matching(
         &self,
         auth: ApiKey,
@@ -343,14 +277,11 @@ impl DeadLettersApi {
         let key = self.0.auth.authorize(&auth, Scope::DlqWrite).await?;
         let idem_key = idempotency::parse_header(idempotency_key.0.as_deref())?;
         let req = body.parse::<BulkReplayRequest>()?.unwrap_or_default();
-        let filter =
-            filter(req.kind, req.error, req.since, req.until).map_err(Problem::validation)?;
+        let filter = filter(req.kind, req.error, req.since, req.until).map_err(Problem::validation)?;
 
-        let idem_key = idem_key
-            .map(|k| IdempotencyKey::new(k, "POST /v1/dead-letters/replay", &filter_json(&filter)));
+        let idem_key = idem_key.map(|k| IdempotencyKey::new(k, "POST /v1/dead-letters/replay", &filter_json(&filter)));
         if let Some(k) = &idem_key
-            && let Prior::Repeat(first) =
-                idempotency::lookup(self.0.store.as_ref(), &key.tenant, k).await?
+            && let Prior::Repeat(first) = idempotency::lookup(self.0.store.as_ref(), &key.tenant, k).await?
         {
             return Ok(Stored::replay(first));
         }
@@ -358,7 +289,12 @@ impl DeadLettersApi {
         let replayed = self.0.store.replay_matching(&key.tenant, &filter).await?;
         metrics::counter!("wharf_dead_letters_replayed_total").increment(replayed);
         self.0
-            .audit(&key, "dlq.replay_matching", None, serde_json::json!({"filter": filter_json(&filter), "replayed": replayed}))
+            .audit(
+                &key,
+                "dlq.replay_matching",
+                None,
+                serde_json::json!({"filter": filter_json(&filter), "replayed": replayed}),
+            )
             .await;
 
         let response = Stored::<ReplayCount, 200>::new(&ReplayCount { replayed });
@@ -371,11 +307,7 @@ impl DeadLettersApi {
     /// Discard a dead letter
     ///
     /// Marks a dead job `discarded`: it will not be replayed. Needs the scope `dlq:write`.
-    #[oai(
-        path = "/v1/dead-letters/:id",
-        method = "delete",
-        operation_id = "discardDeadLetter"
-    )]
+    #[oai(path = "/v1/dead-letters/:id", method = "delete", operation_id = "discardDeadLetter")]
     async fn discard(&self, auth: ApiKey, id: Path<String>) -> Result<Discarded, Problem> {
         let key = self.0.auth.authorize(&auth, Scope::DlqWrite).await?;
         let job_id = parse_id(&id.0).map_err(|_| no_dead_letter(&id.0))?;
@@ -389,9 +321,7 @@ impl DeadLettersApi {
 }
 
 fn not_dead(id: &str, state: &str) -> Problem {
-    Problem::conflict(format!(
-        "job `{id}` is {state}, not dead: only dead letters can be replayed"
-    ))
+    Problem::conflict(format!("job `{id}` is {state}, not dead: only dead letters can be replayed"))
 }
 
 #[cfg(test)]
@@ -400,35 +330,18 @@ mod tests {
 
     #[test]
     fn filters_name_each_bad_time() {
-        let errs = filter(
-            None,
-            None,
-            Some("yesterday".into()),
-            Some("2025-13-01T00:00:00Z".into()),
-        )
-        .unwrap_err();
+        let errs = filter(None, None, Some("yesterday".into()), Some("2025-13-01T00:00:00Z".into())).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["since", "until"]);
     }
 
     #[test]
     fn filters_parse_times_and_drop_empty_values() {
-        let f = filter(
-            Some("".into()),
-            Some("smtp".into()),
-            Some("2025-01-31T12:00:00 01:00".into()),
-            None,
-        )
-        .unwrap();
+        let f = filter(Some("".into()), Some("smtp".into()), Some("2025-01-31T12:00:00 01:00".into()), None).unwrap();
         assert_eq!(f.kind, None);
         assert_eq!(f.error.as_deref(), Some("smtp"));
         assert_eq!(f.since.unwrap().to_rfc3339(), "2025-01-31T11:00:00+00:00");
-        let errs = filter(
-            None,
-            None,
-            Some("2025-02-01T00:00:00Z".into()),
-            Some("2025-01-01T00:00:00Z".into()),
-        );
+        let errs = filter(None, None, Some("2025-02-01T00:00:00Z".into()), Some("2025-01-01T00:00:00Z".into()));
         assert_eq!(errs.unwrap_err()[0].field, "until");
     }
 }

@@ -15,9 +15,7 @@ impl HealthApi {
     /// Liveness
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> Json<HealthStatus> {
-        Json(HealthStatus {
-            status: "ok".into(),
-        })
+        Json(HealthStatus { status: "ok".into() })
     }
 
     /// Readiness
@@ -26,9 +24,7 @@ impl HealthApi {
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> Result<Json<HealthStatus>, Problem> {
         match self.0.store.ready().await {
-            Ok(()) => Ok(Json(HealthStatus {
-                status: "ready".into(),
-            })),
+            Ok(()) => Ok(Json(HealthStatus { status: "ready".into() })),
             Err(StoreError::NotMigrated) => Err(Problem::unavailable("migrations are not applied")),
             Err(e) => {
                 tracing::warn!(error = %e, "not ready");

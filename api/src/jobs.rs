@@ -35,12 +35,7 @@ impl JobsApi {
         let key = self.0.auth.authorize(&auth, Scope::JobsRead).await?;
         let job_id = parse_id(&id.0)?;
         tracing::Span::current().record("job_id", tracing::field::display(job_id));
-        let job = self
-            .0
-            .store
-            .job(&key.tenant, job_id)
-            .await?
-            .ok_or_else(|| not_found(&id.0))?;
+        let job = self.0.store.job(&key.tenant, job_id).await?.ok_or_else(|| not_found(&id.0))?;
         Ok(Json(JobDetail::new(&job, Utc::now())))
     }
 }

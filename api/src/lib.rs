@@ -21,11 +21,11 @@ mod health;
 mod idempotency;
 mod jobs;
 mod payloads;
-mod schedules;
-mod webhooks;
 pub mod problem;
+mod schedules;
 pub mod trace;
 pub mod views;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;

@@ -11,10 +11,7 @@ use poem::{
 };
 use poem_openapi::{
     ApiResponse, Object, OperationId,
-    error::{
-        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
-        ParseRequestPayloadError,
-    },
+    error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::{ToJSON, Type},
 };
@@ -51,10 +48,7 @@ pub struct FieldErrorBody {
 
 impl From<FieldError> for FieldErrorBody {
     fn from(e: FieldError) -> Self {
-        FieldErrorBody {
-            field: e.field,
-            message: e.message,
-        }
+        FieldErrorBody { field: e.field, message: e.message }
     }
 }
 
@@ -86,41 +80,26 @@ impl Problem {
 
     /// A problem fully described by its status (`type` is `about:blank`).
     pub fn from_status(status: StatusCode, detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(
-            status,
-            "",
-            status.canonical_reason().unwrap_or("Error"),
-            detail,
-        );
+        let mut p = Problem::new(status, "", status.canonical_reason().unwrap_or("Error"), detail);
         p.body.type_ = "about:blank".into();
         p
     }
 
     pub fn with_errors(mut self, errors: impl IntoIterator<Item = FieldError>) -> Self {
         let errors: Vec<FieldErrorBody> = errors.into_iter().map(Into::into).collect();
-        self.body.errors = if errors.is_empty() {
-            None
-        } else {
-            Some(errors)
-        };
+        self.body.errors = if errors.is_empty() { None } else { Some(errors) };
         self
     }
 
     /// 400: the request cannot be understood.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-request",
-            "Invalid request",
-            detail,
-        )
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail)
     }
 
     /// 400 naming one field, parameter or header.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        Problem::bad_request(format!("`{field}`: {message}"))
-            .with_errors([FieldError::new(field, message)])
+        Problem::bad_request(format!("`{field}`: {message}")).with_errors([FieldError::new(field, message)])
     }
 
     /// 422: the request is well-formed JSON but some fields are wrong.
@@ -130,22 +109,11 @@ impl Problem {
             [one] => format!("the field `{one}` is invalid"),
             many => format!("{} fields are invalid: {}", many.len(), many.join(", ")),
         };
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "Validation failed",
-            detail,
-        )
-        .with_errors(errors)
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation failed", detail).with_errors(errors)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        );
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.challenge = Some(r#"Bearer realm="wharf""#.into());
         p
     }
@@ -163,9 +131,7 @@ impl Problem {
             "Forbidden",
             format!("this API key lacks the scope `{scope}`"),
         );
-        p.challenge = Some(format!(
-            r#"Bearer realm="wharf", error="insufficient_scope", scope="{scope}""#
-        ));
+        p.challenge = Some(format!(r#"Bearer realm="wharf", error="insufficient_scope", scope="{scope}""#));
         p
     }
 
@@ -184,10 +150,7 @@ impl Problem {
             "Idempotency-Key reused",
             format!("Idempotency-Key `{key}` was used with a different request"),
         )
-        .with_errors([FieldError::new(
-            "Idempotency-Key",
-            "was used with a different request",
-        )])
+        .with_errors([FieldError::new("Idempotency-Key", "was used with a different request")])
     }
 
     pub fn internal() -> Self {
@@ -200,12 +163,7 @@ impl Problem {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        )
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -219,11 +177,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.body.status, self.body.title, self.body.detail
-        )
+        write!(f, "{} {}: {}", self.body.status, self.body.title, self.body.detail)
     }
 }
 
@@ -250,13 +204,9 @@ impl ResponseError for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = self.body.to_json_string();
-        let mut resp = Response::builder()
-            .status(self.status)
-            .content_type(CONTENT_TYPE)
-            .body(body);
+        let mut resp = Response::builder().status(self.status).content_type(CONTENT_TYPE).body(body);
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp
     }
@@ -271,10 +221,7 @@ impl ApiResponse for Problem {
                               or Idempotency-Key reused (422), server error (500)",
                 status: None,
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: CONTENT_TYPE,
-                    schema: ProblemBody::schema_ref(),
-                }],
+                content: vec![MetaMediaType { content_type: CONTENT_TYPE, schema: ProblemBody::schema_ref() }],
                 headers: vec![],
             }],
         }
@@ -295,11 +242,7 @@ pub async fn ensure<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Respo
 
 fn error_response(err: poem::Error) -> Response {
     let op = err.data::<OperationId>().copied();
-    let mut resp = if err.is::<Problem>() {
-        err.into_response()
-    } else {
-        problem_for(&err).into_response()
-    };
+    let mut resp = if err.is::<Problem>() { err.into_response() } else { problem_for(&err).into_response() };
     if let Some(op) = op {
         resp.set_data(op);
     }
@@ -332,10 +275,7 @@ fn problem_for(err: &poem::Error) -> Problem {
         return Problem::from_status(StatusCode::NOT_FOUND, "no such route");
     }
     if err.is::<MethodNotAllowedError>() {
-        return Problem::from_status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this route does not accept this method",
-        );
+        return Problem::from_status(StatusCode::METHOD_NOT_ALLOWED, "this route does not accept this method");
     }
     let status = err.status();
     if status.is_server_error() {
@@ -352,10 +292,7 @@ fn problem_for(err: &poem::Error) -> Problem {
 /// Rewords poem-openapi's parameter errors (`verification failed. maximum(500, exclusive:
 /// false)`, `failed to parse "integer(uint32)": … (occurred while parsing …)`) for people.
 fn param_reason(reason: &str) -> String {
-    let reason = reason
-        .split(" (occurred while parsing")
-        .next()
-        .unwrap_or(reason);
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
     if let Some(rule) = reason.strip_prefix("verification failed. ") {
         let bound = |name: &str| {
             let rest = rule.strip_prefix(name)?.strip_prefix('(')?;
@@ -385,14 +322,8 @@ async fn ensure_response(resp: Response) -> Response {
         return resp;
     }
     let op = resp.data::<OperationId>().copied();
-    let is_text = resp
-        .content_type()
-        .is_some_and(|c| c.starts_with("text/plain"));
-    let text = if is_text {
-        resp.into_body().into_string().await.ok()
-    } else {
-        None
-    };
+    let is_text = resp.content_type().is_some_and(|c| c.starts_with("text/plain"));
+    let text = if is_text { resp.into_body().into_string().await.ok() } else { None };
     let detail = text
         .filter(|t| !t.trim().is_empty() && t.len() <= 512)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
@@ -404,8 +335,7 @@ async fn ensure_response(resp: Response) -> Response {
 }
 
 fn is_problem(resp: &Response) -> bool {
-    resp.content_type()
-        .is_some_and(|c| c.starts_with(CONTENT_TYPE))
+    resp.content_type().is_some_and(|c| c.starts_with(CONTENT_TYPE))
 }
 
 #[cfg(test)]
@@ -414,14 +344,8 @@ mod tests {
 
     #[test]
     fn parameter_errors_are_reworded() {
-        assert_eq!(
-            param_reason("verification failed. maximum(500, exclusive: false)"),
-            "must be at most 500"
-        );
-        assert_eq!(
-            param_reason("verification failed. minimum(1, exclusive: false)"),
-            "must be at least 1"
-        );
+        assert_eq!(param_reason("verification failed. maximum(500, exclusive: false)"), "must be at most 500");
+        assert_eq!(param_reason("verification failed. minimum(1, exclusive: false)"), "must be at least 1");
         assert_eq!(
             param_reason(
                 "failed to parse \"integer(uint32)\": invalid digit found in string \
@@ -438,14 +362,7 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(resp.content_type(), Some(CONTENT_TYPE));
         let resp = Problem::forbidden("dlq:write").into_response();
-        let challenge = resp
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .unwrap()
-            .to_str()
-            .unwrap();
-        assert!(
-            challenge.contains(r#"error="insufficient_scope""#) && challenge.contains("dlq:write")
-        );
+        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap();
+        assert!(challenge.contains(r#"error="insufficient_scope""#) && challenge.contains("dlq:write"));
     }
 }

@@ -21,9 +21,7 @@ impl TraceParent {
         let [version, trace_id, parent_id, flags] = parts.as_slice() else {
             return None;
         };
-        let hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         let zero = |s: &str| s.bytes().all(|b| b == b'0');
         let ok = *version == "00"
             && hex(trace_id, 32)
@@ -72,11 +70,7 @@ pub async fn instrument<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
     );
     req.extensions_mut().insert(trace);
 
-    let resp = ep
-        .call(req)
-        .instrument(span.clone())
-        .await
-        .map(IntoResponse::into_response);
+    let resp = ep.call(req).instrument(span.clone()).await.map(IntoResponse::into_response);
     let status = match &resp {
         Ok(r) => r.status(),
         Err(e) => e.status(),
@@ -96,11 +90,7 @@ pub async fn instrument<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
     )
     .record(elapsed.as_secs_f64());
     span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_ms = elapsed.as_secs_f64() * 1e3,
-            "request done"
-        )
+        tracing::debug!(status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "request done")
     });
     resp
 }

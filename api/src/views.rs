@@ -160,10 +160,7 @@ pub struct JobDetail {
 
 impl JobDetail {
     pub fn new(job: &JobRecord, now: DateTime<Utc>) -> Self {
-        JobDetail {
-            job: JobView::new(job, now),
-            errors: job.attempts.iter().map(Into::into).collect(),
-        }
+        JobDetail { job: JobView::new(job, now), errors: job.attempts.iter().map(Into::into).collect() }
     }
 }
 
@@ -201,21 +198,12 @@ pub struct Stored<T, const STATUS: u16> {
 impl<T: ToJSON, const STATUS: u16> Stored<T, STATUS> {
     pub fn new(body: &T) -> Self {
         let body = body.to_json().unwrap_or(serde_json::Value::Null);
-        Stored {
-            response: StoredResponse {
-                status: STATUS,
-                body,
-            },
-            _t: PhantomData,
-        }
+        Stored { response: StoredResponse { status: STATUS, body }, _t: PhantomData }
     }
 
     /// A response stored earlier under the same idempotency key.
     pub fn replay(response: StoredResponse) -> Self {
-        Stored {
-            response,
-            _t: PhantomData,
-        }
+        Stored { response, _t: PhantomData }
     }
 
     pub fn stored(&self) -> &StoredResponse {

@@ -121,10 +121,7 @@ impl AuditLog {
                             action: r.try_get("action")?,
                             target: r.try_get("target")?,
                             details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
-                            created_at: Utc
-                                .timestamp_millis_opt(r.try_get("created_at")?)
-                                .single()
-                                .unwrap_or_default(),
+                            created_at: Utc.timestamp_millis_opt(r.try_get("created_at")?).single().unwrap_or_default(),
                         })
                     })
                     .collect()

@@ -186,11 +186,18 @@ pub struct ClaimedJob {
 /// How an attempt ended, as reported by the worker holding the lease.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Succeeded { result: Option<serde_json::Value> },
+    Succeeded {
+        result: Option<serde_json::Value>,
+    },
     /// Failed; run again at `run_at` (the attempt counts).
-    Retry { error: String, run_at: DateTime<Utc> },
+    Retry {
+        error: String,
+        run_at: DateTime<Utc>,
+    },
     /// Failed for good: into the dead-letter queue.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
     /// Not run (shutdown before start, or interrupted by shutdown): back to the queue, the
     /// attempt is not charged.
     Returned,

@@ -28,14 +28,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
-        Scope::JobsWrite,
-        Scope::JobsRead,
-        Scope::WebhooksManage,
-        Scope::DlqRead,
-        Scope::DlqWrite,
-        Scope::Admin,
-    ];
+    pub const ALL: [Scope; 6] =
+        [Scope::JobsWrite, Scope::JobsRead, Scope::WebhooksManage, Scope::DlqRead, Scope::DlqWrite, Scope::Admin];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-pub mod embeddings;
 pub mod email;
+pub mod embeddings;
 pub mod webhooks;
 
 use std::{
@@ -32,7 +32,6 @@ pub enum Backend {
     Postgres,
     Sqlite,
 }
-
 
 /// A scratch directory plus a database of the chosen backend.
 pub struct TestEnv {
@@ -211,7 +210,8 @@ impl ApiClient {
     }
 
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{}", self.base, path)).bearer_auth(key).json(body).send().await.expect("POST");
+        let r =
+            self.http.post(format!("{}{}", self.base, path)).bearer_auth(key).json(body).send().await.expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -233,7 +233,14 @@ impl ApiClient {
     }
 
     pub async fn delete(&self, key: &str, path: &str) -> u16 {
-        self.http.delete(format!("{}{}", self.base, path)).bearer_auth(key).send().await.expect("DELETE").status().as_u16()
+        self.http
+            .delete(format!("{}{}", self.base, path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("DELETE")
+            .status()
+            .as_u16()
     }
 
     /// Polls `GET /v1/jobs/{id}` until the job reaches `state`.
@@ -357,7 +364,11 @@ macro_rules! on_both_backends {
 }
 
 /// Enqueues a diagnostic job for `tenant` straight into the store; returns its id.
-pub async fn enqueue_diagnostic(store: &dyn Store, tenant: &str, job: wharf_jobs::kinds::diagnostic::DiagnosticJob) -> String {
+pub async fn enqueue_diagnostic(
+    store: &dyn Store,
+    tenant: &str,
+    job: wharf_jobs::kinds::diagnostic::DiagnosticJob,
+) -> String {
     use wharf_jobs::kinds::JobKind;
     let new = job.into_job(tenant);
     let id = new.id.to_string();

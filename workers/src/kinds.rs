@@ -5,9 +5,9 @@ use std::{path::Path, sync::Arc, time::Duration};
 use wharf_jobs::{
     Store,
     config::{ConfigError, Env},
+    kinds::webhook::WebhookDeliveryJob,
     kinds::{diagnostic::DiagnosticJob, email::EmailJob, purge::PurgeJob},
     objects::config::ObjectsConfig,
-    kinds::webhook::WebhookDeliveryJob,
     retry::RetryPolicy,
     webhooks::WebhookSettings,
 };
@@ -49,11 +49,17 @@ pub fn registry(env: &Env, data_dir: &Path, store: &Arc<dyn Store>) -> Result<Re
     let objects = ObjectsConfig::from_env(env, data_dir)?;
     let email_handler = EmailHandler::new(&email)?.with_store(store.clone()).with_objects_config(objects);
     r.register::<EmailJob, _>(email_handler, retry_from_env(env, "EMAIL", EMAIL_RETRY)?);
-    r.register::<PurgeJob, _>(PurgeHandler::from_env(env, data_dir)?.with_store(store.clone()), retry_from_env(env, "PURGE", PURGE_RETRY)?);
+    r.register::<PurgeJob, _>(
+        PurgeHandler::from_env(env, data_dir)?.with_store(store.clone()),
+        retry_from_env(env, "PURGE", PURGE_RETRY)?,
+    );
     crate::embeddings::register(&mut r, env, store.db())?;
     r.register::<DiagnosticJob, _>(DiagnosticHandler, retry_from_env(env, "DIAGNOSTIC", DIAGNOSTIC_RETRY)?);
     let hooks = WebhookSettings::from_env(env)?;
-    r.register::<WebhookDeliveryJob, _>(WebhookHandler::new(store.clone(), hooks.clone()), webhooks::retry_policy(&hooks));
+    r.register::<WebhookDeliveryJob, _>(
+        WebhookHandler::new(store.clone(), hooks.clone()),
+        webhooks::retry_policy(&hooks),
+    );
     Ok(r)
 }
 

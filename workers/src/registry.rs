@@ -24,9 +24,8 @@ impl<J: JobKind, H: Handler<J>> ErasedHandler for Typed<J, H> {
     async fn run(&self, ctx: &JobContext, payload: &str) -> JobResult {
         // A payload that no longer decodes (the type changed, a row was edited) can never
         // succeed: it is a permanent error of this job, and the worker carries on.
-        let job: J = serde_json::from_str(payload).map_err(|e| {
-            JobError::permanent(format!("payload does not decode as a `{}` job: {e}", J::KIND))
-        })?;
+        let job: J = serde_json::from_str(payload)
+            .map_err(|e| JobError::permanent(format!("payload does not decode as a `{}` job: {e}", J::KIND)))?;
         self.handler.handle(ctx, job).await
     }
 }

@@ -9,13 +9,7 @@ async fn accepted_email_is_queued_and_visible() {
     let h = Harness::new().await;
     let key = h.key("acme", &[Scope::JobsWrite, Scope::JobsRead]).await;
 
-    let r = send(
-        h.cli
-            .post("/v1/emails")
-            .header("Authorization", bearer(&key))
-            .body_json(&email_body()),
-    )
-    .await;
+    let r = send(h.cli.post("/v1/emails").header("Authorization", bearer(&key)).body_json(&email_body())).await;
     let body = r.assert_status(202).clone();
     assert!(r.content_type().starts_with("application/json"));
     let id = body["id"].as_str().unwrap().to_string();
@@ -23,12 +17,7 @@ async fn accepted_email_is_queued_and_visible() {
     assert_eq!(body["status"], "queued");
     assert_eq!(body["status_url"], format!("{PUBLIC_URL}/v1/jobs/{id}"));
 
-    let r = send(
-        h.cli
-            .get(format!("/v1/jobs/{id}"))
-            .header("Authorization", bearer(&key)),
-    )
-    .await;
+    let r = send(h.cli.get(format!("/v1/jobs/{id}")).header("Authorization", bearer(&key))).await;
     let job = r.assert_status(200);
     assert_eq!(job["id"], id.as_str());
     assert_eq!(job["kind"], "email");
@@ -40,12 +29,7 @@ async fn accepted_email_is_queued_and_visible() {
     assert_eq!(job["finished_at"], Value::Null);
 
     // The stored payload is the email, and the job carries a fresh valid traceparent.
-    let stored = h
-        .store
-        .job("acme", id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.store.job("acme", id.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(stored.payload, email_body());
     assert!(TraceParent::parse(stored.traceparent.as_deref().unwrap()).is_some());
 }
@@ -63,47 +47,20 @@ async fn traceparent_header_is_carried_into_the_job() {
             .body_json(&email_body()),
     )
     .await;
-    let id: JobId = r.assert_status(202)["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(
-        h.store
-            .job("acme", id)
-            .await
-            .unwrap()
-            .unwrap()
-            .traceparent
-            .as_deref(),
-        Some(tp)
-    );
+    let id: JobId = r.assert_status(202)["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(h.store.job("acme", id).await.unwrap().unwrap().traceparent.as_deref(), Some(tp));
 
     // An invalid one starts a new trace instead.
     let r = send(
         h.cli
             .post("/v1/emails")
             .header("Authorization", bearer(&key))
-            .header(
-                "traceparent",
-                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            )
+            .header("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")
             .body_json(&email_body()),
     )
     .await;
-    let id: JobId = r.assert_status(202)["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stored = h
-        .store
-        .job("acme", id)
-        .await
-        .unwrap()
-        .unwrap()
-        .traceparent
-        .unwrap();
+    let id: JobId = r.assert_status(202)["id"].as_str().unwrap().parse().unwrap();
+    let stored = h.store.job("acme", id).await.unwrap().unwrap().traceparent.unwrap();
     assert!(TraceParent::parse(&stored).is_some());
     assert!(!stored.contains("00000000000000000000000000000000"));
 }
@@ -112,41 +69,19 @@ async fn traceparent_header_is_carried_into_the_job() {
 async fn validation_names_each_bad_field() {
     let h = Harness::new().await;
     let key = h.admin("acme").await;
-    let post = |body: Value| {
-        send(
-            h.cli
-                .post("/v1/emails")
-                .header("Authorization", bearer(&key))
-                .body_json(&body),
-        )
-    };
+    let post = |body: Value| send(h.cli.post("/v1/emails").header("Authorization", bearer(&key)).body_json(&body));
 
-    let r =
-        post(json!({"from": "nope", "to": ["a@example.com", "bad@"], "cc": ["x"], "subject": " "}))
-            .await;
-    assert_eq!(
-        r.assert_problem(422),
-        vec!["from", "to[1]", "cc[0]", "subject", "text"]
-    );
-    assert_eq!(
-        r.json["errors"][0]["message"],
-        "`nope` is not a valid email address"
-    );
+    let r = post(json!({"from": "nope", "to": ["a@example.com", "bad@"], "cc": ["x"], "subject": " "})).await;
+    assert_eq!(r.assert_problem(422), vec!["from", "to[1]", "cc[0]", "subject", "text"]);
+    assert_eq!(r.json["errors"][0]["message"], "`nope` is not a valid email address");
 
-    let r =
-        post(json!({"from": "a@example.com", "to": [], "subject": "s", "text": "t", "bogus": 1}))
-            .await;
+    let r = post(json!({"from": "a@example.com", "to": [], "subject": "s", "text": "t", "bogus": 1})).await;
     assert_eq!(r.assert_problem(422), vec!["bogus"]);
 
-    let r =
-        post(json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t"}))
-            .await;
+    let r = post(json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t"})).await;
     assert_eq!(r.assert_problem(422), vec!["to"]);
 
-    let r = post(
-        json!({"from": "a@example.com", "to": ["b@example.com", 7], "subject": "s", "text": "t"}),
-    )
-    .await;
+    let r = post(json!({"from": "a@example.com", "to": ["b@example.com", 7], "subject": "s", "text": "t"})).await;
     assert_eq!(r.assert_problem(422), vec!["to[1]"]);
 
     let r = post(json!({"from": "a@example.com", "to": ["b@example.com"], "text": "t"})).await;
@@ -155,37 +90,18 @@ async fn validation_names_each_bad_field() {
 
     // Nothing was enqueued.
     let counts = h.store.queue_counts().await.unwrap();
-    assert!(
-        counts.iter().all(|c| c.queued == 0 && c.scheduled == 0),
-        "{counts:?}"
-    );
+    assert!(counts.iter().all(|c| c.queued == 0 && c.scheduled == 0), "{counts:?}");
 }
 
 #[tokio::test]
 async fn malformed_bodies_are_problems() {
     let h = Harness::new().await;
     let key = h.admin("acme").await;
-    let post = || {
-        h.cli
-            .post("/v1/emails")
-            .header("Authorization", bearer(&key))
-    };
+    let post = || h.cli.post("/v1/emails").header("Authorization", bearer(&key));
 
-    let r = send(
-        post()
-            .content_type("application/json")
-            .body(r#"{"from": "a@example.com", "#),
-    )
-    .await;
+    let r = send(post().content_type("application/json").body(r#"{"from": "a@example.com", "#)).await;
     r.assert_problem(400);
-    assert!(
-        r.json["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON"),
-        "{}",
-        r.text
-    );
+    assert!(r.json["detail"].as_str().unwrap().contains("not valid JSON"), "{}", r.text);
 
     let r = send(post().content_type("application/json").body("[1, 2]")).await;
     r.assert_problem(400);
@@ -223,10 +139,7 @@ async fn idempotency_key_repeats_the_first_response() {
     // Same email with keys in another order and an explicit empty cc: the same request.
     let reordered = json!({"text": "Hi Ann", "cc": [], "subject": "Hello", "to": ["ann@example.com"],
                            "from": "Wharf <noreply@example.com>"});
-    assert_eq!(
-        post("order-42", reordered).await.assert_status(202),
-        &first_body
-    );
+    assert_eq!(post("order-42", reordered).await.assert_status(202), &first_body);
 
     let mut other = email_body();
     other["subject"] = json!("Another");
@@ -261,44 +174,16 @@ async fn jobs_are_invisible_to_other_tenants() {
     let h = Harness::new().await;
     let a = h.admin("acme").await;
     let b = h.admin("globex").await;
-    let r = send(
-        h.cli
-            .post("/v1/emails")
-            .header("Authorization", bearer(&a))
-            .body_json(&email_body()),
-    )
-    .await;
+    let r = send(h.cli.post("/v1/emails").header("Authorization", bearer(&a)).body_json(&email_body())).await;
     let id = r.assert_status(202)["id"].as_str().unwrap().to_string();
 
-    send(
-        h.cli
-            .get(format!("/v1/jobs/{id}"))
-            .header("Authorization", bearer(&a)),
-    )
-    .await
-    .assert_status(200);
-    let other = send(
-        h.cli
-            .get(format!("/v1/jobs/{id}"))
-            .header("Authorization", bearer(&b)),
-    )
-    .await;
+    send(h.cli.get(format!("/v1/jobs/{id}")).header("Authorization", bearer(&a))).await.assert_status(200);
+    let other = send(h.cli.get(format!("/v1/jobs/{id}")).header("Authorization", bearer(&b))).await;
     other.assert_problem(404);
-    let missing = send(
-        h.cli
-            .get(format!("/v1/jobs/{}", JobId::new()))
-            .header("Authorization", bearer(&b)),
-    )
-    .await;
+    let missing = send(h.cli.get(format!("/v1/jobs/{}", JobId::new())).header("Authorization", bearer(&b))).await;
     missing.assert_problem(404);
     // Indistinguishable: same type and title; only the id in the detail differs.
     assert_eq!(other.json["type"], missing.json["type"]);
     assert_eq!(other.json["title"], missing.json["title"]);
-    send(
-        h.cli
-            .get("/v1/jobs/not-a-uuid")
-            .header("Authorization", bearer(&b)),
-    )
-    .await
-    .assert_problem(404);
+    send(h.cli.get("/v1/jobs/not-a-uuid").header("Authorization", bearer(&b))).await.assert_problem(404);
 }

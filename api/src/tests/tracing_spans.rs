@@ -20,17 +20,11 @@ struct Visitor(Fields);
 
 impl Visit for Visitor {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((field.name().into(), value.into()));
+        self.0.lock().unwrap().push((field.name().into(), value.into()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((field.name().into(), format!("{value:?}")));
+        self.0.lock().unwrap().push((field.name().into(), format!("{value:?}")));
     }
 }
 
@@ -51,9 +45,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
 #[tokio::test]
 async fn request_span_records_tenant_job_and_trace() {
     let capture = Capture::default();
-    let _guard = tracing_subscriber::registry()
-        .with(capture.clone())
-        .set_default();
+    let _guard = tracing_subscriber::registry().with(capture.clone()).set_default();
     let h = Harness::new().await;
     let key = h.admin("acme").await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -72,15 +64,9 @@ async fn request_span_records_tenant_job_and_trace() {
 
     let fields = capture.0.lock().unwrap().clone();
     let has = |k: &str, v: &str| fields.iter().any(|(fk, fv)| fk == k && fv == v);
-    assert!(
-        has("method", "POST") && has("path", "/v1/emails"),
-        "{fields:?}"
-    );
+    assert!(has("method", "POST") && has("path", "/v1/emails"), "{fields:?}");
     assert!(has("tenant", "acme"), "{fields:?}");
     assert!(has("job_id", &id), "{fields:?}");
-    assert!(
-        has("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
-        "{fields:?}"
-    );
+    assert!(has("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"), "{fields:?}");
     assert!(has("status", "202"), "{fields:?}");
 }

@@ -68,9 +68,8 @@ pub fn tenant_prefix(tenant: &str) -> String {
 
 /// Whether `key` is a well-formed key inside `tenant`'s prefix (no `..`, no empty segments).
 pub fn is_tenant_key(tenant: &str, key: &str) -> bool {
-    key.strip_prefix(&tenant_prefix(tenant)).is_some_and(|rest| {
-        !rest.is_empty() && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-    })
+    key.strip_prefix(&tenant_prefix(tenant))
+        .is_some_and(|rest| !rest.is_empty() && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".."))
 }
 
 #[cfg(test)]

@@ -12,13 +12,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use self::{postgres::PostgresStore, sqlite::SqliteStore, wakeups::Wakeups};
-pub use postgres::like_pattern;
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     job::{ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, NewJob, Page, PageRequest},
     keys::{ApiKeyRecord, NewApiKey, Scope},
 };
+pub use postgres::like_pattern;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -148,13 +148,13 @@ impl Store for PostgresStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await.map_err(
-                |e| match e {
-                    sqlx::Error::Database(ref d) if d.code().as_deref() == Some("42P01") => StoreError::NotMigrated,
-                    e => e.into(),
-                },
-            )?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(ref d) if d.code().as_deref() == Some("42P01") => StoreError::NotMigrated,
+                e => e.into(),
+            })?;
         if MIGRATOR.iter().any(|m| !applied.contains(&m.version)) {
             return Err(StoreError::NotMigrated);
         }
@@ -186,11 +186,15 @@ impl Store for PostgresStore {
             .rows_affected();
             if inserted == 0 {
                 drop(tx);
-                let (fingerprint, stored) =
-                    self.idempotency_lookup(&job.tenant, &key.key).await?.ok_or_else(|| {
-                        StoreError::corrupt("idempotency key vanished while it was being read")
-                    })?;
-                return Ok(if fingerprint == key.fingerprint { Idempotent::Repeat(stored) } else { Idempotent::Mismatch });
+                let (fingerprint, stored) = self
+                    .idempotency_lookup(&job.tenant, &key.key)
+                    .await?
+                    .ok_or_else(|| StoreError::corrupt("idempotency key vanished while it was being read"))?;
+                return Ok(if fingerprint == key.fingerprint {
+                    Idempotent::Repeat(stored)
+                } else {
+                    Idempotent::Mismatch
+                });
             }
         }
         insert_job(&mut tx, &job).await?;
@@ -241,11 +245,13 @@ impl Store for PostgresStore {
     }
 
     async fn job(&self, tenant: &str, id: JobId) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = $1 AND id = $2")))
-            .bind(tenant)
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let mut job = job_from_row(&row)?;
         let rows = sqlx::query(
@@ -308,11 +314,13 @@ impl Store for PostgresStore {
         payload: Option<serde_json::Value>,
     ) -> Result<std::result::Result<(), ReplayRefused>> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE")))
-            .bind(tenant)
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        )))
+        .bind(tenant)
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else { return Ok(Err(ReplayRefused::NotFound)) };
         let old = job_from_row(&row)?;
         if old.state != JobState::Dead {
@@ -726,12 +734,11 @@ impl Store for PostgresStore {
     }
 
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, scopes FROM wharf_api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT id, tenant_id, scopes FROM wharf_api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             let scopes: String = r.try_get("scopes")?;
             Ok(ApiKeyRecord {

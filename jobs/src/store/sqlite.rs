@@ -162,7 +162,8 @@ async fn idempotency_row(
     .await?;
     row.map(|r| {
         let resp: String = r.try_get("response")?;
-        let resp = serde_json::from_str(&resp).map_err(|e| StoreError::corrupt(format!("idempotency response: {e}")))?;
+        let resp =
+            serde_json::from_str(&resp).map_err(|e| StoreError::corrupt(format!("idempotency response: {e}")))?;
         Ok((r.try_get("fingerprint")?, resp))
     })
     .transpose()
@@ -197,10 +198,7 @@ fn bind_dead_filter<'q>(
     q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     f: &'q DeadLetterFilter,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    q.bind(f.kind.as_deref())
-        .bind(f.error.as_deref().map(like_pattern))
-        .bind(f.since.map(ms))
-        .bind(f.until.map(ms))
+    q.bind(f.kind.as_deref()).bind(f.error.as_deref().map(like_pattern)).bind(f.since.map(ms)).bind(f.until.map(ms))
 }
 
 #[async_trait]
@@ -238,7 +236,11 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         if let Some((key, response)) = &idempotency {
             if let Some((fingerprint, stored)) = idempotency_row(&mut tx, &job.tenant, &key.key, now).await? {
-                return Ok(if fingerprint == key.fingerprint { Idempotent::Repeat(stored) } else { Idempotent::Mismatch });
+                return Ok(if fingerprint == key.fingerprint {
+                    Idempotent::Repeat(stored)
+                } else {
+                    Idempotent::Mismatch
+                });
             }
             save_idempotency(&mut tx, &job.tenant, key, response, now).await?;
         }
@@ -267,11 +269,12 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, tenant: &str, id: JobId) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = ? AND id = ?")))
-            .bind(tenant)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = ? AND id = ?")))
+                .bind(tenant)
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         let mut job = job_from_row(&row)?;
         let rows = sqlx::query(
@@ -330,11 +333,12 @@ impl Store for SqliteStore {
     ) -> Result<std::result::Result<(), ReplayRefused>> {
         let now = Utc::now();
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = ? AND id = ?")))
-            .bind(tenant)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM wharf_jobs WHERE tenant_id = ? AND id = ?")))
+                .bind(tenant)
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else { return Ok(Err(ReplayRefused::NotFound)) };
         let old = job_from_row(&row)?;
         if old.state != JobState::Dead {
@@ -562,21 +566,19 @@ impl Store for SqliteStore {
             let id = c.id.to_string();
             let guard = "id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?";
             let n = match &c.outcome {
-                Outcome::Succeeded { result } => {
-                    sqlx::query(AssertSqlSafe(format!(
-                        "UPDATE wharf_jobs SET state = 'succeeded', finished_at = ?, updated_at = ?, lease_owner = NULL,
+                Outcome::Succeeded { result } => sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE wharf_jobs SET state = 'succeeded', finished_at = ?, updated_at = ?, lease_owner = NULL,
                                 result = ? WHERE {guard}"
-                    )))
-                    .bind(now)
-                    .bind(now)
-                    .bind(result.as_ref().map(|r| r.to_string()))
-                    .bind(&id)
-                    .bind(worker)
-                    .bind(c.attempt)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                }
+                )))
+                .bind(now)
+                .bind(now)
+                .bind(result.as_ref().map(|r| r.to_string()))
+                .bind(&id)
+                .bind(worker)
+                .bind(c.attempt)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
                 Outcome::Retry { error, run_at: _ } | Outcome::Dead { error } => {
                     let (state, run_at, finished) = match &c.outcome {
                         Outcome::Retry { run_at, .. } => ("retrying", Some(ms(*run_at)), None),

@@ -1,6 +1,9 @@
 //! Per-queue wake-up signals shared by every worker of a process.
 
-use std::{collections::HashMap, sync::{Arc, Mutex}};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::Notify;
 

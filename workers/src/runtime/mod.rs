@@ -120,8 +120,13 @@ impl Worker {
         let kill = CancellationToken::new();
         let background = CancellationToken::new();
         let (acks, acker) = acker::spawn(store.clone(), id.clone());
-        let maintenance =
-            tokio::spawn(maintenance::run(store.clone(), id.clone(), registry.clone(), cfg.clone(), background.clone()));
+        let maintenance = tokio::spawn(maintenance::run(
+            store.clone(),
+            id.clone(),
+            registry.clone(),
+            cfg.clone(),
+            background.clone(),
+        ));
 
         let jobs = TaskTracker::new();
         let mut fetchers = Vec::new();

@@ -48,18 +48,17 @@ pub(crate) async fn fetch_loop(pool: Pool) {
             }
         }
         let wanted = permits.len();
-        let claimed =
-            match pool.store.claim(queue, &pool.worker, wanted as u32, pool.spec.retry.max_attempts).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(queue, error = %e, "claim failed; retrying after the poll interval");
-                    drop(permits);
-                    tokio::select! {
-                        _ = tokio::time::sleep(pool.cfg.poll_interval) => continue,
-                        _ = pool.stop.cancelled() => return,
-                    }
+        let claimed = match pool.store.claim(queue, &pool.worker, wanted as u32, pool.spec.retry.max_attempts).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "claim failed; retrying after the poll interval");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pool.cfg.poll_interval) => continue,
+                    _ = pool.stop.cancelled() => return,
                 }
-            };
+            }
+        };
         let got = claimed.len();
         for (job, slot) in claimed.into_iter().zip(permits.drain(..got)) {
             let ctx = JobRun {
@@ -190,10 +189,9 @@ pub(crate) fn settle(
     match result {
         Ok(result) => Outcome::Succeeded { result },
         Err(JobError::Permanent { message }) => Outcome::Dead { error: format!("permanent error: {message}") },
-        Err(JobError::Transient { message, retry_after }) if policy.may_retry(attempt) => Outcome::Retry {
-            error: message,
-            run_at: Utc::now() + policy.delay_honouring(attempt, retry_after),
-        },
+        Err(JobError::Transient { message, retry_after }) if policy.may_retry(attempt) => {
+            Outcome::Retry { error: message, run_at: Utc::now() + policy.delay_honouring(attempt, retry_after) }
+        }
         Err(JobError::Transient { message, .. }) => Outcome::Dead {
             error: format!("{message} (attempt {attempt} of {}: no attempts left)", policy.max_attempts),
         },
