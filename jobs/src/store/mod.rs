@@ -68,6 +68,28 @@ pub struct QueueCounts {
     pub succeeded: i64,
 }
 
+/// Folds `(queue, state, run_at in the future, count)` rows, sorted by queue, into per-queue
+/// counts: a scheduled or retrying job whose time has come counts as queued.
+pub(crate) fn fold_queue_counts(rows: Vec<(String, String, bool, i64)>) -> Vec<QueueCounts> {
+    let mut out: Vec<QueueCounts> = Vec::new();
+    for (queue, state, future, n) in rows {
+        if out.last().is_none_or(|c| c.queue != queue) {
+            out.push(QueueCounts { queue: queue.clone(), ..Default::default() });
+        }
+        let c = out.last_mut().expect("pushed above");
+        match (state.as_str(), future) {
+            ("scheduled", true) => c.scheduled += n,
+            ("retrying", true) => c.retrying += n,
+            ("scheduled" | "retrying" | "queued", _) => c.queued += n,
+            ("running", _) => c.running += n,
+            ("dead", _) => c.dead += n,
+            ("succeeded", _) => c.succeeded += n,
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Why a dead letter could not be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayRefused {
@@ -185,5 +207,27 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_scheduled_and_retrying_jobs_count_as_queued() {
+        let row = |q: &str, s: &str, f: bool, n: i64| (q.to_string(), s.to_string(), f, n);
+        let counts = fold_queue_counts(vec![
+            row("email", "queued", false, 3),
+            row("email", "retrying", false, 2),
+            row("email", "retrying", true, 4),
+            row("email", "scheduled", true, 1),
+            row("email", "dead", false, 5),
+            row("webhooks", "running", false, 7),
+        ]);
+        assert_eq!(counts.len(), 2);
+        let e = &counts[0];
+        assert_eq!((e.queued, e.retrying, e.scheduled, e.dead, e.running), (5, 4, 1, 5, 0));
+        assert_eq!((counts[1].queue.as_str(), counts[1].running), ("webhooks", 7));
     }
 }

@@ -427,27 +427,11 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<QueueCounts> = Vec::new();
-        for r in rows {
-            let queue: String = r.try_get("queue")?;
-            let state: String = r.try_get("state")?;
-            let future: bool = r.try_get("future")?;
-            let n: i64 = r.try_get("n")?;
-            if out.last().is_none_or(|c| c.queue != queue) {
-                out.push(QueueCounts { queue: queue.clone(), ..Default::default() });
-            }
-            let c = out.last_mut().expect("pushed above");
-            match (state.as_str(), future) {
-                ("scheduled", true) => c.scheduled += n,
-                ("retrying", true) => c.retrying += n,
-                ("scheduled" | "retrying" | "queued", _) => c.queued += n,
-                ("running", _) => c.running += n,
-                ("dead", _) => c.dead += n,
-                ("succeeded", _) => c.succeeded += n,
-                _ => {}
-            }
-        }
-        Ok(out)
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.try_get("queue")?, r.try_get("state")?, r.try_get("future")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(super::fold_queue_counts(rows))
     }
 
     async fn idempotency_lookup(&self, tenant: &str, key: &str) -> Result<Option<(String, StoredResponse)>> {
