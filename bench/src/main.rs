@@ -451,10 +451,8 @@ async fn main() -> Result<()> {
             if backend == BackendArg::WharfPostgres && args.wharf_pg_params.is_some() {
                 config.push_str("+params");
             }
-            if backend == BackendArg::WharfSqlite {
-                if let Some(max) = args.sqlite_pool_max {
-                    config.push_str(&format!("+pool{max}"));
-                }
+            if let (BackendArg::WharfSqlite, Some(max)) = (backend, args.sqlite_pool_max) {
+                config.push_str(&format!("+pool{max}"));
             }
             eprintln!("== {label} / {config}");
             let mut row = Row { backend: label, config, claim_ahead, w1: Vec::new(), w2: Vec::new() };
