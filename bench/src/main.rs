@@ -8,9 +8,11 @@
 //! connections, allocator state) reaches the next one.
 
 mod db;
+mod embeddings;
 mod raw_apalis;
 mod record;
 mod timed;
+mod webhooks;
 mod wharf;
 
 use std::{fmt::Write as _, time::Duration};
@@ -59,6 +61,9 @@ enum ConfigArg {
 #[derive(Debug, Parser)]
 #[command(name = "wharf-bench", about = "W1 drain and W2 latency: wharf next to raw apalis-postgres")]
 struct Args {
+    /// A suite other than the default W1/W2 jobs table.
+    #[command(subcommand)]
+    suite: Option<Suite>,
     /// W1: jobs enqueued in bulk, then drained.
     #[arg(long, default_value_t = 20_000)]
     n: usize,
@@ -107,6 +112,14 @@ struct Args {
     /// Internal: run one `backend:config:workload` in this process and print its result as JSON.
     #[arg(long, hide = true)]
     run_one: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Suite {
+    /// Webhook deliveries per second to a local receiver at several concurrency levels, next to W1.
+    Webhooks(webhooks::Args),
+    /// Documents per second through the local OpenAI-compatible embedding server at two batch sizes.
+    Embeddings(embeddings::Args),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -424,6 +437,11 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    match args.suite {
+        Some(Suite::Webhooks(a)) => return webhooks::run(a).await,
+        Some(Suite::Embeddings(a)) => return embeddings::run(a).await,
+        None => {}
+    }
     if args.w2_rate <= 0.0 {
         bail!("--w2-rate must be positive");
     }
