@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, bail};
-use poem::{EndpointExt, Server, listener::TcpListener};
+use poem::{EndpointExt, Route, Server, listener::TcpListener};
 use tokio_util::sync::CancellationToken;
 use wharf_api::{ApiState, app};
 use wharf_jobs::{
@@ -17,7 +17,7 @@ use wharf_jobs::{
 use wharf_scheduler::{Scheduler, SchedulerConfig};
 use wharf_workers::runtime::Worker;
 
-use crate::config::Config;
+use crate::{config::Config, metrics::Metrics};
 
 /// The store, with payloads above `PAYLOAD_OFFLOAD_BYTES` kept in object storage.
 async fn store(cfg: &Config) -> Result<Arc<dyn Store>> {
@@ -62,9 +62,11 @@ fn default_pools() -> Vec<String> {
     queue::PRODUCTION_POOLS.iter().map(|s| s.to_string()).collect()
 }
 
-async fn run_api(cfg: &Config, store: Arc<dyn Store>, stop: CancellationToken) -> Result<()> {
+async fn run_api(cfg: &Config, store: Arc<dyn Store>, metrics: Metrics, stop: CancellationToken) -> Result<()> {
     let webhooks = Arc::new(wharf_jobs::webhooks::WebhookSettings::from_env(&cfg.env)?);
-    let endpoint = app(ApiState { store, public_url: cfg.public_url.clone() }).data(webhooks);
+    let endpoint = Route::new()
+        .at("/metrics", crate::metrics::endpoint(metrics, store.clone()))
+        .nest("/", app(ApiState { store, public_url: cfg.public_url.clone() }).data(webhooks));
     let listener = TcpListener::bind(format!("{}:{}", cfg.host, cfg.port));
     Server::new(listener)
         .run_with_graceful_shutdown(endpoint, async move { stop.cancelled().await }, Some(Duration::from_secs(10)))
@@ -72,7 +74,18 @@ async fn run_api(cfg: &Config, store: Arc<dyn Store>, stop: CancellationToken) -
         .with_context(|| format!("the HTTP server on {}:{} failed (PORT, WHARF_HOST)", cfg.host, cfg.port))
 }
 
-pub async fn serve() -> Result<()> {
+/// `/metrics` on `METRICS_PORT` for the roles without an HTTP API, until `stop`.
+fn spawn_metrics(cfg: &Config, metrics: Metrics, store: Arc<dyn Store>, stop: CancellationToken) {
+    let Some(port) = cfg.metrics_port else { return };
+    let host = cfg.host.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(&host, port, metrics, store, stop).await {
+            tracing::error!("{e:#}");
+        }
+    });
+}
+
+pub async fn serve(metrics: Metrics) -> Result<()> {
     let mut cfg = Config::load(Env::from_process(), "127.0.0.1")?;
     let key_file = wharf_jobs::webhooks::serve_defaults(&mut cfg.env, &cfg.data_dir)?;
     let store = store(&cfg).await?;
@@ -104,14 +117,14 @@ pub async fn serve() -> Result<()> {
     let stop = shutdown_signal();
     let worker = tokio::spawn(worker.run(stop.clone()));
     let scheduler = tokio::spawn(scheduler.run(stop.clone()));
-    let api = run_api(&cfg, store, stop.clone()).await;
+    let api = run_api(&cfg, store, metrics, stop.clone()).await;
     stop.cancel();
     worker.await.context("worker task")??;
     scheduler.await.context("scheduler task")?;
     api
 }
 
-pub async fn api() -> Result<()> {
+pub async fn api(metrics: Metrics) -> Result<()> {
     let cfg = Config::load(Env::from_process(), "0.0.0.0")?;
     let store = store(&cfg).await?;
     if let Err(e) = ensure_ready(store.as_ref()).await {
@@ -119,10 +132,10 @@ pub async fn api() -> Result<()> {
         tracing::warn!("{e:#}");
     }
     tracing::info!(url = %cfg.public_url, "API listening");
-    run_api(&cfg, store, shutdown_signal()).await
+    run_api(&cfg, store, metrics, shutdown_signal()).await
 }
 
-pub async fn worker(pools: Vec<String>, concurrency: Option<usize>) -> Result<()> {
+pub async fn worker(pools: Vec<String>, concurrency: Option<usize>, metrics: Metrics) -> Result<()> {
     let mut cfg = Config::load(Env::from_process(), "0.0.0.0")?;
     if let Some(c) = concurrency {
         if c == 0 {
@@ -135,17 +148,21 @@ pub async fn worker(pools: Vec<String>, concurrency: Option<usize>) -> Result<()
     let store = store(&cfg).await?;
     ensure_ready(store.as_ref()).await?;
     let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
-    let worker = Worker::new(store, registry, &pools, cfg.runtime.clone())?;
-    worker.run(shutdown_signal()).await?;
+    let worker = Worker::new(store.clone(), registry, &pools, cfg.runtime.clone())?;
+    let stop = shutdown_signal();
+    spawn_metrics(&cfg, metrics, store, stop.clone());
+    worker.run(stop).await?;
     Ok(())
 }
 
-pub async fn scheduler() -> Result<()> {
+pub async fn scheduler(metrics: Metrics) -> Result<()> {
     let cfg = Config::load(Env::from_process(), "0.0.0.0")?;
     let scheduler_cfg = SchedulerConfig::from_env(&cfg.env)?;
     let store = store(&cfg).await?;
     ensure_ready(store.as_ref()).await?;
-    Scheduler::new(store, scheduler_cfg).run(shutdown_signal()).await;
+    let stop = shutdown_signal();
+    spawn_metrics(&cfg, metrics, store.clone(), stop.clone());
+    Scheduler::new(store, scheduler_cfg).run(stop).await;
     Ok(())
 }
 

@@ -23,6 +23,9 @@ pub struct Config {
     pub objects: ObjectsConfig,
     /// Payloads above this many bytes are kept in object storage (`PAYLOAD_OFFLOAD_BYTES`).
     pub offload_bytes: usize,
+    /// `/metrics` and `/healthz` of workers and schedulers (`METRICS_PORT`, default 9090; `0`
+    /// turns it off). The API roles serve `/metrics` on `PORT`.
+    pub metrics_port: Option<u16>,
 }
 
 impl Config {
@@ -55,6 +58,7 @@ impl Config {
             return Err(ConfigError::new("WHARF_PUBLIC_URL", "must be an http:// or https:// URL"));
         }
         let runtime = runtime_config(&env)?;
+        let metrics_port = Some(env.parse_or("METRICS_PORT", 9090u16)?).filter(|p| *p != 0);
         wharf_jobs::kinds::embedding::EmbedLimits::from_env(&env)?; // read by the API; checked at start
         let objects = ObjectsConfig::from_env(&env, &data_dir)?;
         let offload_bytes = offload_threshold(&env)?;
@@ -69,6 +73,7 @@ impl Config {
             host,
             public_url,
             runtime,
+            metrics_port,
             env,
         })
     }
@@ -125,6 +130,7 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (var, val) in [
             ("PORT", "http"),
+            ("METRICS_PORT", "metrics"),
             ("DATABASE_URL", "mysql://x"),
             ("WORKER_CONCURRENCY", "0"),
             ("POSTGRES_POOL_MAX", "0"),

@@ -22,6 +22,7 @@ mod idempotency;
 mod jobs;
 mod payloads;
 pub mod problem;
+mod queues;
 mod schedules;
 pub mod trace;
 pub mod views;
@@ -82,6 +83,7 @@ type Apis = (
     email_templates::EmailTemplatesApi,
     email_suppressions::EmailSuppressionsApi,
     jobs::JobsApi,
+    queues::QueuesApi,
     dead_letters::DeadLettersApi,
     webhooks::WebhookEndpointsApi,
     events::EventsApi,
@@ -104,6 +106,7 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
         email_templates::EmailTemplatesApi(shared.clone()),
         email_suppressions::EmailSuppressionsApi(shared.clone()),
         jobs::JobsApi(shared.clone()),
+        queues::QueuesApi(shared.clone()),
         dead_letters::DeadLettersApi(shared.clone()),
         webhooks::WebhookEndpointsApi(shared.clone()),
         events::EventsApi(shared.clone()),

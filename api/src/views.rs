@@ -181,6 +181,53 @@ pub struct DeadLetterPage {
     pub next_cursor: Option<Uuid>,
 }
 
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
+    pub next_cursor: Option<Uuid>,
+}
+
+/// One queue's jobs by state.
+#[derive(Debug, Clone, Object)]
+pub struct QueueView {
+    /// The queue's name (`email`, `webhooks`, `embeddings`, `purge`, ...).
+    pub name: String,
+    /// Due now and waiting for a worker.
+    pub queued: i64,
+    /// Waiting for their `run_at`.
+    pub scheduled: i64,
+    pub running: i64,
+    /// Waiting out a backoff before the next attempt.
+    pub retrying: i64,
+    /// In the dead-letter queue.
+    pub dead: i64,
+    /// Succeeded within the last minute.
+    pub done_last_minute: i64,
+}
+
+impl From<&wharf_jobs::store::QueueCounts> for QueueView {
+    fn from(c: &wharf_jobs::store::QueueCounts) -> Self {
+        QueueView {
+            name: c.queue.clone(),
+            queued: c.queued,
+            scheduled: c.scheduled,
+            running: c.running,
+            retrying: c.retrying,
+            dead: c.dead,
+            done_last_minute: c.done_last_minute,
+        }
+    }
+}
+
+/// Every queue of the tenant.
+#[derive(Debug, Clone, Object)]
+pub struct QueueList {
+    pub items: Vec<QueueView>,
+}
+
 /// Health and readiness.
 #[derive(Debug, Clone, Object)]
 pub struct HealthStatus {

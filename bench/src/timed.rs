@@ -11,10 +11,10 @@ use std::{
 
 use async_trait::async_trait;
 use wharf_jobs::{
-    ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, NewJob, Page, PageRequest, Store,
+    ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, NewJob, Page, PageRequest, Store,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     keys::{ApiKeyRecord, NewApiKey, Scope},
-    store::{Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Wakeups},
+    store::{CancelRefused, Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Wakeups},
 };
 
 /// Calls of one method: how many, how long in all, how many jobs they moved.
@@ -154,6 +154,12 @@ impl Store for TimedStore {
     async fn job(&self, tenant: &str, id: JobId) -> Result<Option<JobRecord>> {
         self.inner.job(tenant, id).await
     }
+    async fn jobs(&self, tenant: &str, filter: &JobFilter, page: &PageRequest) -> Result<Page<JobRecord>> {
+        self.inner.jobs(tenant, filter, page).await
+    }
+    async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>> {
+        self.inner.cancel(tenant, id).await
+    }
     async fn dead_letters(
         &self,
         tenant: &str,
@@ -177,8 +183,8 @@ impl Store for TimedStore {
     async fn discard(&self, tenant: &str, id: JobId) -> Result<bool> {
         self.inner.discard(tenant, id).await
     }
-    async fn queue_counts(&self) -> Result<Vec<QueueCounts>> {
-        self.inner.queue_counts().await
+    async fn queue_counts(&self, tenant: Option<&str>) -> Result<Vec<QueueCounts>> {
+        self.inner.queue_counts(tenant).await
     }
     async fn idempotency_lookup(&self, tenant: &str, key: &str) -> Result<Option<(String, StoredResponse)>> {
         self.inner.idempotency_lookup(tenant, key).await

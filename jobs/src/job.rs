@@ -213,6 +213,16 @@ pub struct Completion {
     pub outcome: Outcome,
 }
 
+/// Filters for listing jobs (`GET /v1/jobs`).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// As shown (`JobRecord::display_state`): a scheduled or retrying job whose time has
+    /// come is `queued`.
+    pub state: Option<JobState>,
+}
+
 /// Filters for listing and bulk-replaying dead letters.
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetterFilter {

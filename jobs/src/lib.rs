@@ -20,7 +20,7 @@ pub mod webhooks;
 
 pub use error::StoreError;
 pub use job::{
-    AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page,
-    PageRequest,
+    AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, JobState, NewJob, Outcome,
+    Page, PageRequest,
 };
 pub use store::{Store, StoreConfig, open_store};

@@ -81,6 +81,8 @@ impl TestEnv {
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("WHARF_DATA_DIR".into(), self.dir.path().display().to_string()),
             ("RUST_LOG".into(), "info,sqlx=warn".into()),
+            // Workers and schedulers of parallel tests would all want the default 9090.
+            ("METRICS_PORT".into(), "0".into()),
         ]
     }
 

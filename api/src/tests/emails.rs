@@ -89,7 +89,7 @@ async fn validation_names_each_bad_field() {
     assert_eq!(r.json["errors"][0]["message"], "is required");
 
     // Nothing was enqueued.
-    let counts = h.store.queue_counts().await.unwrap();
+    let counts = h.store.queue_counts(None).await.unwrap();
     assert!(counts.iter().all(|c| c.queued == 0 && c.scheduled == 0), "{counts:?}");
 }
 

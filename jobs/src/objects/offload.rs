@@ -18,9 +18,12 @@ use super::{ObjectError, ObjectStore};
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
-    job::{ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page, PageRequest},
+    job::{
+        ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page,
+        PageRequest,
+    },
     keys::{ApiKeyRecord, NewApiKey, Scope},
-    store::{Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Store, Wakeups},
+    store::{CancelRefused, Db, OrphanedJob, QueueCounts, ReplayRefused, Result, Store, Wakeups},
 };
 
 /// The field of a payload that stands for a blob.
@@ -162,6 +165,20 @@ impl Store for OffloadingStore {
         Ok(job)
     }
 
+    async fn jobs(&self, tenant: &str, filter: &JobFilter, page: &PageRequest) -> Result<Page<JobRecord>> {
+        // Listings show offloaded payloads as their reference: fetching every blob of a page
+        // would make a listing as slow as the object store.
+        self.inner.jobs(tenant, filter, page).await
+    }
+
+    async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>> {
+        let mut cancelled = self.inner.cancel(tenant, id).await?;
+        if let Ok(j) = &mut cancelled {
+            self.resolve_record(j).await?;
+        }
+        Ok(cancelled)
+    }
+
     async fn dead_letters(
         &self,
         tenant: &str,
@@ -201,8 +218,8 @@ impl Store for OffloadingStore {
     async fn discard(&self, tenant: &str, id: JobId) -> Result<bool> {
         self.inner.discard(tenant, id).await
     }
-    async fn queue_counts(&self) -> Result<Vec<QueueCounts>> {
-        self.inner.queue_counts().await
+    async fn queue_counts(&self, tenant: Option<&str>) -> Result<Vec<QueueCounts>> {
+        self.inner.queue_counts(tenant).await
     }
     async fn idempotency_lookup(&self, tenant: &str, key: &str) -> Result<Option<(String, StoredResponse)>> {
         self.inner.idempotency_lookup(tenant, key).await

@@ -15,7 +15,7 @@ pub use self::{postgres::PostgresStore, sqlite::SqliteStore, wakeups::Wakeups};
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
-    job::{ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, NewJob, Page, PageRequest},
+    job::{ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, JobState, NewJob, Page, PageRequest},
     keys::{ApiKeyRecord, NewApiKey, Scope},
 };
 pub use postgres::like_pattern;
@@ -61,15 +61,20 @@ pub struct OrphanedJob {
 pub struct QueueCounts {
     pub queue: String,
     pub scheduled: i64,
+    /// Due now: queued, plus scheduled and retrying jobs whose time has come.
     pub queued: i64,
     pub running: i64,
+    /// Waiting out a backoff.
     pub retrying: i64,
+    /// In the dead-letter queue (not yet replayed or discarded).
     pub dead: i64,
-    pub succeeded: i64,
+    /// Succeeded within the last minute.
+    pub done_last_minute: i64,
 }
 
 /// Folds `(queue, state, run_at in the future, count)` rows, sorted by queue, into per-queue
-/// counts: a scheduled or retrying job whose time has come counts as queued.
+/// counts: a scheduled or retrying job whose time has come counts as queued; the pseudo-state
+/// `done` carries the jobs that succeeded within the last minute.
 pub(crate) fn fold_queue_counts(rows: Vec<(String, String, bool, i64)>) -> Vec<QueueCounts> {
     let mut out: Vec<QueueCounts> = Vec::new();
     for (queue, state, future, n) in rows {
@@ -83,11 +88,20 @@ pub(crate) fn fold_queue_counts(rows: Vec<(String, String, bool, i64)>) -> Vec<Q
             ("scheduled" | "retrying" | "queued", _) => c.queued += n,
             ("running", _) => c.running += n,
             ("dead", _) => c.dead += n,
-            ("succeeded", _) => c.succeeded += n,
+            ("done", _) => c.done_last_minute += n,
             _ => {}
         }
     }
     out
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelRefused {
+    /// No job with that id for this tenant.
+    NotFound,
+    /// The job is not waiting (scheduled, queued or retrying); carries its state.
+    NotWaiting(JobState),
 }
 
 /// Why a dead letter could not be replayed.
@@ -133,6 +147,11 @@ pub trait Store: Send + Sync + 'static {
     // --- reads and operator actions (tenant-scoped) ----------------------------------------
     /// The job with its failed attempts; `None` if it does not exist for this tenant.
     async fn job(&self, tenant: &str, id: JobId) -> Result<Option<JobRecord>>;
+    /// Jobs of the tenant, newest first, filtered (attempts not loaded).
+    async fn jobs(&self, tenant: &str, filter: &JobFilter, page: &PageRequest) -> Result<Page<JobRecord>>;
+    /// Cancels a waiting job (scheduled, queued or retrying): it will not run. A running job
+    /// finishes its attempt (refused with its state), as does any settled job.
+    async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>>;
     /// Dead letters, newest first (attempts not loaded).
     async fn dead_letters(
         &self,
@@ -153,8 +172,9 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_matching(&self, tenant: &str, filter: &DeadLetterFilter) -> Result<u64>;
     /// Discards a dead letter; false if there was no such dead letter.
     async fn discard(&self, tenant: &str, id: JobId) -> Result<bool>;
-    /// Per-queue counts (all tenants: an operator view).
-    async fn queue_counts(&self) -> Result<Vec<QueueCounts>>;
+    /// Per-queue counts of one tenant, or of all tenants (`None`: the metrics exporter).
+    /// Each count reads a partial index; `done_last_minute` reads the finished-jobs index.
+    async fn queue_counts(&self, tenant: Option<&str>) -> Result<Vec<QueueCounts>>;
 
     // --- idempotency for operations other than enqueue --------------------------------------
     async fn idempotency_lookup(&self, tenant: &str, key: &str) -> Result<Option<(String, StoredResponse)>>;
@@ -223,11 +243,12 @@ mod tests {
             row("email", "retrying", true, 4),
             row("email", "scheduled", true, 1),
             row("email", "dead", false, 5),
+            row("email", "done", false, 9),
             row("webhooks", "running", false, 7),
         ]);
         assert_eq!(counts.len(), 2);
         let e = &counts[0];
-        assert_eq!((e.queued, e.retrying, e.scheduled, e.dead, e.running), (5, 4, 1, 5, 0));
+        assert_eq!((e.queued, e.retrying, e.scheduled, e.dead, e.running, e.done_last_minute), (5, 4, 1, 5, 0, 9));
         assert_eq!((counts[1].queue.as_str(), counts[1].running), ("webhooks", 7));
     }
 }

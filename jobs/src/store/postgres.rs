@@ -12,13 +12,13 @@ use sqlx::{
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{OrphanedJob, QueueCounts, ReplayRefused, Result, Store, StoreConfig, Wakeups};
+use super::{CancelRefused, OrphanedJob, QueueCounts, ReplayRefused, Result, Store, StoreConfig, Wakeups};
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     job::{
-        AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page,
-        PageRequest,
+        AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, JobState, NewJob,
+        Outcome, Page, PageRequest,
     },
     keys::{ApiKeyRecord, NewApiKey, Scope},
 };
@@ -273,6 +273,51 @@ impl Store for PostgresStore {
         Ok(Some(job))
     }
 
+    async fn jobs(&self, tenant: &str, filter: &JobFilter, page: &PageRequest) -> Result<Page<JobRecord>> {
+        let limit = page.limit.clamp(1, 1000) as i64;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM wharf_jobs
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::text IS NULL OR kind = $3)
+               AND ($4::text IS NULL OR queue = $4)
+               AND ($5::text IS NULL OR $5 = CASE WHEN state IN ('scheduled', 'retrying') AND run_at <= now()
+                                                 THEN 'queued' ELSE state END)
+             ORDER BY id DESC LIMIT $6"
+        )))
+        .bind(tenant)
+        .bind(page.after.map(|j| j.0))
+        .bind(&filter.kind)
+        .bind(&filter.queue)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>> {
+        let cancelled = sqlx::query(
+            "UPDATE wharf_jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued', 'retrying')",
+        )
+        .bind(tenant)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        match self.job(tenant, id).await? {
+            Some(job) if cancelled == 1 => Ok(Ok(job)),
+            Some(job) => Ok(Err(CancelRefused::NotWaiting(job.state))),
+            None => Ok(Err(CancelRefused::NotFound)),
+        }
+    }
+
     async fn dead_letters(
         &self,
         tenant: &str,
@@ -419,12 +464,24 @@ impl Store for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn queue_counts(&self) -> Result<Vec<QueueCounts>> {
+    async fn queue_counts(&self, tenant: Option<&str>) -> Result<Vec<QueueCounts>> {
+        // One branch per partial index (due, running, dead, finished) so each is read through it.
         let rows = sqlx::query(
             "SELECT queue, state, run_at > now() AS future, count(*) AS n FROM wharf_jobs
-             WHERE state IN ('scheduled', 'queued', 'retrying', 'running', 'dead', 'succeeded')
-             GROUP BY 1, 2, 3 ORDER BY 1",
+             WHERE state IN ('scheduled', 'queued', 'retrying') AND ($1::text IS NULL OR tenant_id = $1) GROUP BY 1, 2, 3
+             UNION ALL
+             SELECT queue, state, false, count(*) FROM wharf_jobs
+             WHERE state = 'running' AND ($1::text IS NULL OR tenant_id = $1) GROUP BY 1, 2
+             UNION ALL
+             SELECT queue, state, false, count(*) FROM wharf_jobs
+             WHERE state = 'dead' AND ($1::text IS NULL OR tenant_id = $1) GROUP BY 1, 2
+             UNION ALL
+             SELECT queue, 'done', false, count(*) FROM wharf_jobs
+             WHERE state = 'succeeded' AND finished_at > now() - interval '1 minute'
+               AND ($1::text IS NULL OR tenant_id = $1) GROUP BY 1
+             ORDER BY 1",
         )
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         let rows = rows

@@ -10,13 +10,15 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
-use super::{OrphanedJob, QueueCounts, ReplayRefused, Result, Store, StoreConfig, Wakeups, postgres::like_pattern};
+use super::{
+    CancelRefused, OrphanedJob, QueueCounts, ReplayRefused, Result, Store, StoreConfig, Wakeups, postgres::like_pattern,
+};
 use crate::{
     error::StoreError,
     idempotency::{IdempotencyKey, Idempotent, StoredResponse},
     job::{
-        AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobId, JobRecord, JobState, NewJob, Outcome, Page,
-        PageRequest,
+        AttemptRecord, ClaimedJob, Completion, DeadLetterFilter, JobFilter, JobId, JobRecord, JobState, NewJob,
+        Outcome, Page, PageRequest,
     },
     keys::{ApiKeyRecord, NewApiKey, Scope},
 };
@@ -296,6 +298,54 @@ impl Store for SqliteStore {
         Ok(Some(job))
     }
 
+    async fn jobs(&self, tenant: &str, filter: &JobFilter, page: &PageRequest) -> Result<Page<JobRecord>> {
+        let limit = page.limit.clamp(1, 1000) as i64;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM wharf_jobs
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR kind = ?3)
+               AND (?4 IS NULL OR queue = ?4)
+               AND (?5 IS NULL OR ?5 = CASE WHEN state IN ('scheduled', 'retrying') AND run_at <= ?7
+                                           THEN 'queued' ELSE state END)
+             ORDER BY id DESC LIMIT ?6"
+        )))
+        .bind(tenant)
+        .bind(page.after.map(|j| j.to_string()))
+        .bind(filter.kind.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.state.map(JobState::as_str))
+        .bind(limit + 1)
+        .bind(ms(Utc::now()))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>> {
+        let now = ms(Utc::now());
+        let cancelled = sqlx::query(
+            "UPDATE wharf_jobs SET state = 'cancelled', finished_at = ?1, updated_at = ?1
+             WHERE tenant_id = ?2 AND id = ?3 AND state IN ('scheduled', 'queued', 'retrying')",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        match self.job(tenant, id).await? {
+            Some(job) if cancelled == 1 => Ok(Ok(job)),
+            Some(job) => Ok(Err(CancelRefused::NotWaiting(job.state))),
+            None => Ok(Err(CancelRefused::NotFound)),
+        }
+    }
+
     async fn dead_letters(
         &self,
         tenant: &str,
@@ -442,13 +492,20 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    async fn queue_counts(&self) -> Result<Vec<QueueCounts>> {
+    async fn queue_counts(&self, tenant: Option<&str>) -> Result<Vec<QueueCounts>> {
+        let now = Utc::now();
         let rows = sqlx::query(
-            "SELECT queue, state, run_at > ? AS future, count(*) AS n FROM wharf_jobs
-             WHERE state IN ('scheduled', 'queued', 'retrying', 'running', 'dead', 'succeeded')
-             GROUP BY 1, 2, 3 ORDER BY 1",
+            "SELECT queue, state, run_at > ?1 AS future, count(*) AS n FROM wharf_jobs
+             WHERE state IN ('scheduled', 'queued', 'retrying', 'running', 'dead') AND (?2 IS NULL OR tenant_id = ?2)
+             GROUP BY 1, 2, 3
+             UNION ALL
+             SELECT queue, 'done', 0, count(*) FROM wharf_jobs
+             WHERE state = 'succeeded' AND finished_at > ?3 AND (?2 IS NULL OR tenant_id = ?2) GROUP BY 1
+             ORDER BY 1",
         )
-        .bind(ms(Utc::now()))
+        .bind(ms(now))
+        .bind(tenant)
+        .bind(ms(now - chrono::Duration::minutes(1)))
         .fetch_all(&self.pool)
         .await?;
         let rows = rows
