@@ -169,6 +169,33 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
         )
         .await;
     }
+    // Webhook events age with the attempt logs.
+    for (id, at) in [("e-old", old), ("e-young", young)] {
+        exec(
+            &env,
+            format!(
+                "INSERT INTO wharf_webhook_events (tenant_id, id, event_type, created_at)
+                 VALUES ('acme', '{id}', 'test.event', {})",
+                ts(&env, at)
+            ),
+        )
+        .await;
+    }
+    // Email ledger rows go with the jobs, but only once no job of their identity is left.
+    let stranger = JobId::new().to_string();
+    for (label, identity, at) in
+        [("l-gone", &gone_jobs[0], old), ("l-live", &kept[1], old), ("l-young", &stranger, young)]
+    {
+        exec(
+            &env,
+            format!(
+                "INSERT INTO wharf_email_sends (tenant_id, identity, job_id, provider, provider_message_id, accepted_at)
+                 VALUES ('acme', '{identity}', '{identity}', 'outbox', '{label}', {})",
+                ts(&env, at)
+            ),
+        )
+        .await;
+    }
     // Schedule ticks age with the jobs.
     for (at, status) in [(old, "skipped"), (young, "skipped")] {
         exec(
@@ -214,7 +241,7 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
     let jobs_report = purge(&env, PurgeTarget::Jobs).await;
     assert_eq!(
         jobs_report["removed"],
-        json!({ "jobs": 5, "attempts": 3, "payload_blobs": 0, "schedule_ticks": 1, "dlq_events": 0 }),
+        json!({ "jobs": 5, "attempts": 3, "payload_blobs": 0, "schedule_ticks": 1, "dlq_events": 0, "email_sends": 1 }),
         "{jobs_report}"
     );
     assert!(jobs_report["batches"].as_u64().unwrap() >= 3, "5 rows in batches of 2: {jobs_report}");
@@ -223,7 +250,7 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
     let keys_report = purge(&env, PurgeTarget::IdempotencyKeys).await;
     assert_eq!(keys_report["removed"], json!({ "idempotency_keys": 1 }), "{keys_report}");
     let hooks_report = purge(&env, PurgeTarget::WebhookAttempts).await;
-    assert_eq!(hooks_report["removed"], json!({ "webhook_attempts": 1 }), "{hooks_report}");
+    assert_eq!(hooks_report["removed"], json!({ "webhook_attempts": 1, "webhook_events": 1 }), "{hooks_report}");
 
     // Exactly the rows inside retention are left.
     kept.sort();
@@ -235,6 +262,8 @@ async fn purges_remove_exactly_what_is_past_retention(backend: Backend) {
     assert_eq!(strings(&env, "SELECT key FROM wharf_idempotency_keys").await, ["k-young"]);
     assert_eq!(strings(&env, "SELECT event_id FROM wharf_webhook_attempts").await, ["w-young"]);
     assert_eq!(strings(&env, "SELECT status FROM wharf_schedule_ticks").await, ["skipped"]);
+    assert_eq!(strings(&env, "SELECT id FROM wharf_webhook_events").await, ["e-young"]);
+    assert_eq!(strings(&env, "SELECT provider_message_id FROM wharf_email_sends").await, ["l-live", "l-young"]);
 
     // A second run finds nothing more.
     let again = purge(&env, PurgeTarget::Jobs).await;

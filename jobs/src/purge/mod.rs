@@ -4,9 +4,9 @@
 //!
 //! | target | removes | after |
 //! |---|---|---|
-//! | `jobs` | `succeeded`/`cancelled` jobs by `finished_at`, their attempts; schedule ticks and DLQ events | 30 d |
+//! | `jobs` | `succeeded`/`cancelled` jobs by `finished_at`, their attempts; schedule ticks, DLQ events, and email ledger rows whose jobs are gone | 30 d |
 //! | `dead_letters` | `replayed`/`discarded` jobs by `updated_at`, their attempts | 30 d |
-//! | `webhook_attempts` | `wharf_webhook_attempts` by `created_at` (if the table exists) | 30 d |
+//! | `webhook_attempts` | `wharf_webhook_attempts` and `wharf_webhook_events` by `created_at` | 30 d |
 //! | `idempotency_keys` | `wharf_idempotency_keys` by `created_at` | 24 h |
 //! | `objects` | objects under `tenants/*/` by last modification | `OBJECT_RETENTION_DAYS` (30) |
 //! | `payload_blobs` | `system/payloads/*` that no job references, older than an hour | — |
@@ -236,6 +236,18 @@ impl Purger {
             // wharf's own bookkeeping ages with the jobs.
             removed["schedule_ticks"] = json!(self.by_age("wharf_schedule_ticks", "tick_at", before).await?);
             removed["dlq_events"] = json!(self.by_age("wharf_dlq_events", "created_at", before).await?);
+            // A ledger row stops a re-send while its email's job can still run (retry or
+            // replay): it goes only once no job of that identity is left.
+            removed["email_sends"] = json!(
+                self.by_age_if(
+                    "wharf_email_sends",
+                    "accepted_at",
+                    before,
+                    "NOT EXISTS (SELECT 1 FROM wharf_jobs j
+                                 WHERE j.id IN (wharf_email_sends.identity, wharf_email_sends.job_id))",
+                )
+                .await?
+            );
         }
         Ok(json!({ "older_than": before, "batches": batches, "removed": removed }))
     }
@@ -248,7 +260,10 @@ impl Purger {
             );
         }
         let n = self.by_age("wharf_webhook_attempts", "created_at", before).await?;
-        Ok(json!({ "older_than": before, "removed": { "webhook_attempts": n } }))
+        // Events (`GET /v1/events/{id}`, and the per-tenant uniqueness of event ids) age with
+        // their attempt logs; a delivery's job carries its own copy of the event.
+        let events = self.by_age("wharf_webhook_events", "created_at", before).await?;
+        Ok(json!({ "older_than": before, "removed": { "webhook_attempts": n, "webhook_events": events } }))
     }
 
     async fn table_exists(&self, table: &str) -> Result<bool> {
@@ -268,12 +283,19 @@ impl Purger {
 
     /// Deletes rows of `table` whose `col` is before `before`, a batch per statement.
     async fn by_age(&self, table: &str, col: &str, before: DateTime<Utc>) -> Result<u64> {
+        self.by_age_if(table, col, before, "TRUE").await
+    }
+
+    /// [`by_age`](Self::by_age) for the rows that also meet `condition` (SQL valid on both
+    /// backends; it may refer to the row as `{table}.column`).
+    async fn by_age_if(&self, table: &str, col: &str, before: DateTime<Utc>, condition: &str) -> Result<u64> {
         let limit = self.retention.batch as i64;
         let mut total = 0u64;
         loop {
             let n = match &self.db {
                 Db::Postgres(pool) => sqlx::query(AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {col} < $1 LIMIT $2))
+                    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM {table} WHERE {col} < $1 AND {condition} LIMIT $2))
                      AND {col} < $1"
                 )))
                 .bind(before)
@@ -284,7 +306,8 @@ impl Purger {
                 Db::Sqlite(pool) => {
                     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                     let n = sqlx::query(AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {col} < ?1 LIMIT ?2)"
+                        "DELETE FROM {table} WHERE rowid IN (
+                             SELECT rowid FROM {table} WHERE {col} < ?1 AND {condition} LIMIT ?2)"
                     )))
                     .bind(ms(before))
                     .bind(limit)
