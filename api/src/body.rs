@@ -22,15 +22,30 @@ use crate::problem::Problem;
 /// Largest accepted request body (an email may carry 1 MiB of text and 1 MiB of HTML).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// A JSON request body documented as `Doc`; `REQUIRED = false` accepts an empty body.
-pub struct JsonBody<Doc, const REQUIRED: bool = true> {
-    bytes: Vec<u8>,
-    _doc: PhantomData<fn() -> Doc>,
+/// How many bytes a route reads at most.
+pub trait BodyLimit {
+    fn max_bytes() -> usize;
 }
 
-pub type OptionalJsonBody<Doc> = JsonBody<Doc, false>;
+/// [`MAX_BODY_BYTES`]: every route but those with their own limit.
+pub struct StandardLimit;
 
-impl<Doc, const REQUIRED: bool> JsonBody<Doc, REQUIRED> {
+impl BodyLimit for StandardLimit {
+    fn max_bytes() -> usize {
+        MAX_BODY_BYTES
+    }
+}
+
+/// A JSON request body documented as `Doc`, at most `L::max_bytes()` long; `REQUIRED = false`
+/// accepts an empty body.
+pub struct JsonBody<Doc, L: BodyLimit = StandardLimit, const REQUIRED: bool = true> {
+    bytes: Vec<u8>,
+    _doc: PhantomData<fn() -> (Doc, L)>,
+}
+
+pub type OptionalJsonBody<Doc> = JsonBody<Doc, StandardLimit, false>;
+
+impl<Doc, L: BodyLimit, const REQUIRED: bool> JsonBody<Doc, L, REQUIRED> {
     /// The body as a JSON value; `None` if it is empty.
     pub fn value(&self) -> Result<Option<serde_json::Value>, Problem> {
         if self.bytes.iter().all(u8::is_ascii_whitespace) {
@@ -98,7 +113,7 @@ fn is_json(content_type: &str) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-impl<Doc: Type, const REQUIRED: bool> Payload for JsonBody<Doc, REQUIRED> {
+impl<Doc: Type, L: BodyLimit, const REQUIRED: bool> Payload for JsonBody<Doc, L, REQUIRED> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
@@ -114,7 +129,7 @@ impl<Doc: Type, const REQUIRED: bool> Payload for JsonBody<Doc, REQUIRED> {
     }
 }
 
-impl<'a, Doc: Type, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, REQUIRED> {
+impl<'a, Doc: Type, L: BodyLimit, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, L, REQUIRED> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();
@@ -148,8 +163,9 @@ impl<'a, Doc: Type, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, REQ
             )
             .into());
         }
+        let limit = L::max_bytes();
         let bytes = match body.take() {
-            Ok(b) => b.into_bytes_limit(MAX_BODY_BYTES).await.map(Vec::from),
+            Ok(b) => b.into_bytes_limit(limit).await.map(Vec::from),
             Err(e) => Err(e),
         };
         let bytes = bytes.map_err(|e| match e {
@@ -157,7 +173,7 @@ impl<'a, Doc: Type, const REQUIRED: bool> ApiExtractor<'a> for JsonBody<Doc, REQ
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                format!("the request body is larger than {limit} bytes"),
             ),
             other => Problem::bad_request(format!("the request body could not be read: {other}")),
         })?;

@@ -4,15 +4,10 @@
 //! be under the tenant's prefix. The request body may be as large as the attachment limit
 //! needs (base64 plus the text and html bodies).
 
-use std::{collections::BTreeMap, marker::PhantomData, sync::Arc, sync::OnceLock};
+use std::{collections::BTreeMap, sync::Arc, sync::OnceLock};
 
-use poem::{Request, RequestBody, error::ReadBodyError, http::StatusCode, web::Data};
-use poem_openapi::{
-    ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi,
-    param::Header,
-    registry::{MetaMediaType, MetaRequest, Registry},
-    types::Type,
-};
+use poem::web::Data;
+use poem_openapi::{Object, OpenApi, param::Header};
 use wharf_jobs::{
     config::Env,
     email::{TemplateStore, render},
@@ -103,72 +98,12 @@ pub fn max_request_bytes() -> usize {
     (attachments_max_bytes().div_ceil(3) * 4 + 2 * EMAIL_BODY_BYTES + 1024 * 1024).max(body::MAX_BODY_BYTES)
 }
 
-/// The email request body: like [`crate::body::JsonBody`] but with the larger limit of this route.
-pub struct EmailBody<Doc> {
-    bytes: Vec<u8>,
-    _doc: PhantomData<fn() -> Doc>,
-}
+/// The limit of `POST /v1/emails`, above the standard one: attachments travel inline.
+pub struct EmailLimit;
 
-impl<Doc> EmailBody<Doc> {
-    fn value(&self) -> Result<Option<serde_json::Value>, Problem> {
-        if self.bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(Problem::bad_request("a JSON request body is required"));
-        }
-        serde_json::from_slice(&self.bytes)
-            .map(Some)
-            .map_err(|e| Problem::bad_request(format!("the request body is not valid JSON: {e}")))
-    }
-}
-
-impl<'a, Doc: Type> ApiExtractor<'a> for EmailBody<Doc> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        Doc::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType { content_type: "application/json", schema: Doc::schema_ref() }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        req_body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<Self::ParamType>,
-    ) -> poem::Result<Self> {
-        if let Some(ct) = request.content_type() {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
-                return Err(Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported-media-type",
-                    "Unsupported media type",
-                    format!("`Content-Type: {ct}` is not supported; send `application/json`"),
-                )
-                .into());
-            }
-        }
-        let limit = max_request_bytes();
-        let bytes = match req_body.take() {
-            Ok(b) => b.into_bytes_limit(limit).await.map(Vec::from),
-            Err(e) => Err(e),
-        };
-        let bytes = bytes.map_err(|e| match e {
-            ReadBodyError::PayloadTooLarge => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                format!("the request body is larger than {limit} bytes"),
-            ),
-            other => Problem::bad_request(format!("the request body could not be read: {other}")),
-        })?;
-        Ok(EmailBody { bytes, _doc: PhantomData })
+impl body::BodyLimit for EmailLimit {
+    fn max_bytes() -> usize {
+        max_request_bytes()
     }
 }
 
@@ -231,7 +166,7 @@ impl EmailsApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
         trace: Data<&TraceParent>,
-        body: EmailBody<SendEmailRequest>,
+        body: body::JsonBody<SendEmailRequest, EmailLimit>,
     ) -> Result<Stored<Accepted, 202>, Problem> {
         let key = self.0.auth.authorize(&auth, Scope::JobsWrite).await?;
         let idem_key = idempotency::parse_header(idempotency_key.0.as_deref())?;
