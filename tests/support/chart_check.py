@@ -8,7 +8,9 @@ Helm 4's own template engine and linter, no cluster), validates every manifest a
 Kubernetes OpenAPI schemas of the oldest supported and the newest known version
 (kubernetes-validate, strict: unknown fields are errors), and asserts the properties in
 `check_release`. Values that must be refused (a secret in the ConfigMap, a worker killed before
-its grace is over, …) are rendered too and must fail. Exits 1 naming every failed check.
+its grace is over, …) are rendered too and must fail. Custom resources (the Prometheus
+Operator's PodMonitor) have no schema in kubernetes-validate: they are skipped there on purpose
+and checked field by field in `check_pod_monitor` instead. Exits 1 naming every failed check.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ GRACE_VAR = "WORKER_SHUTDOWN_GRACE_SECONDS"
 # What the binary does (README, src/config.rs): the chart must agree with these.
 DEFAULT_POOLS = {"email", "webhooks", "embeddings", "purge"}
 API_PORT = 4000
+# `/metrics` and `/healthz` of workers and schedulers (src/config.rs, METRICS_PORT; 0 = off).
+METRICS_VAR = "METRICS_PORT"
+METRICS_PORT = 9090
+# The uid the pods run as; the Dockerfile's USER must be the same.
+RUN_AS_USER = 10001
+# API groups of custom resources: no Kubernetes schema to validate against.
+CRD_GROUPS = ("monitoring.coreos.com/",)
+# What the PodMonitor may set (monitoring.coreos.com/v1): anything else is a typo here.
+POD_MONITOR_SPEC = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel", "podTargetLabels"}
+POD_MONITOR_ENDPOINT = {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings", "metricRelabelings"}
 SECRET_NAMES = re.compile(r"^(DATABASE_URL|REDIS_URL|SMTP_USER)$|(_KEY|_KEY_ID|_TOKEN|_PASS|_PASSWORD|_SECRET)$")
 
 
@@ -83,6 +95,10 @@ def validate_schemas(docs: list[dict], case: str, f: Failures) -> None:
     for doc in docs:
         body = {k: v for k, v in doc.items() if k != "__template"}
         name = f"{case}: {doc['kind']}/{doc['metadata']['name']} ({doc['__template']})"
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            # A custom resource: kubernetes-validate has no schema for it; check_pod_monitor reads it.
+            f.check(doc["kind"] == "PodMonitor", f"{name}: a custom resource that nothing checks")
+            continue
         for version in KUBE_VERSIONS:
             try:
                 kubernetes_validate.validate(body, version, strict=True)
@@ -92,6 +108,115 @@ def validate_schemas(docs: list[dict], case: str, f: Failures) -> None:
                 f.check(False, f"{name} is not a valid Kubernetes {version} object: {path}: {e.message}")
             except kubernetes_validate.SchemaNotFoundError as e:
                 f.check(False, f"{name}: no Kubernetes {version} schema for it ({e.message})")
+
+
+def container_ports(container: dict) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+
+
+def check_probe_ports(doc: dict, case: str, f: Failures) -> None:
+    """A probe on a named port needs a port of that name: the API server does not check it."""
+    for c in containers(doc):
+        ports = container_ports(c)
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            port = c.get(probe, {}).get("httpGet", {}).get("port")
+            if isinstance(port, str):
+                f.check(port in ports, f"{case}: {doc['metadata']['name']}/{c['name']} {probe} on port {port!r}, not among {sorted(ports)}")
+
+
+def check_scrape_annotations(values: dict, own: dict, dep: dict, port: int, case: str, f: Failures) -> None:
+    """prometheus.io/* on a pod serving metrics on `port` (0: none), unless its podAnnotations say otherwise."""
+    name = f"{case}: {dep['metadata']['name']}"
+    annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
+    expected = {}
+    if port and values["metrics"]["scrapeAnnotations"]:
+        expected = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": values["metrics"]["path"]}
+    # The pod's own annotations (role over chart-wide) win over the chart's.
+    for source in (values["podAnnotations"] or {}, own or {}):
+        expected.update({k: v for k, v in source.items() if k.startswith("prometheus.io/")})
+    got = {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")}
+    f.check(got == expected, f"{name}: scrape annotations {got}, expected {expected}")
+
+
+def metrics_on(values: dict) -> bool:
+    return int(values["metrics"]["port"]) != 0
+
+
+def check_metrics_server(values: dict, settings: dict, dep: dict, case: str, f: Failures) -> None:
+    """A worker or scheduler: METRICS_PORT, its `metrics` port, /healthz probes, scrape annotations."""
+    name = f"{case}: {dep['metadata']['name']}"
+    c = containers(dep)[0]
+    port = int(values["metrics"]["port"])
+    f.check(env_of(c).get(METRICS_VAR) == str(port), f"{name}: {METRICS_VAR}={env_of(c).get(METRICS_VAR)}, expected {port}")
+    ports = container_ports(c)
+    check_scrape_annotations(values, settings.get("podAnnotations"), dep, port, case, f)
+    if port:
+        f.check(ports.get("metrics") == port, f"{name}: containerPort metrics {ports.get('metrics')}, expected {port}")
+        for probe in ("livenessProbe", "startupProbe"):
+            if settings.get(probe):
+                get = c.get(probe, {}).get("httpGet", {})
+                f.check(get.get("path") == "/healthz" and get.get("port") in ("metrics", port),
+                        f"{name}: {probe} is {get}, expected GET /healthz on the metrics port")
+                timing = {k: v for k, v in settings[probe].items() if k != "httpGet"}
+                f.check(all(c.get(probe, {}).get(k) == v for k, v in timing.items()),
+                        f"{name}: {probe} {c.get(probe)} is not the values' {settings[probe]}")
+        f.check("readinessProbe" not in c, f"{name}: a readiness probe on a pod that takes no traffic")
+    else:
+        f.check("metrics" not in ports, f"{name}: a metrics port although metrics.port is 0")
+        f.check(not any(p in c for p in ("livenessProbe", "startupProbe", "readinessProbe")),
+                f"{name}: probes although metrics.port is 0 (nothing answers them)")
+
+
+def check_pod_monitor(values: dict, by_kind: dict, deployments: dict, full: str, case: str, f: Failures) -> None:
+    """The PodMonitor (no schema in kubernetes-validate): known fields, and it reaches every metrics port."""
+    monitors = by_kind.get("PodMonitor", {})
+    if not values["metrics"]["podMonitor"]["enabled"]:
+        f.check(not monitors, f"{case}: a PodMonitor without metrics.podMonitor.enabled")
+        return
+    pm = monitors.get(full)
+    if not f.check(pm is not None, f"{case}: metrics.podMonitor.enabled but no PodMonitor {full}"):
+        return
+    f.check(pm["apiVersion"] == "monitoring.coreos.com/v1", f"{case}: PodMonitor apiVersion {pm['apiVersion']}")
+    for k, v in values["metrics"]["podMonitor"]["labels"].items():
+        f.check(pm["metadata"]["labels"].get(k) == v, f"{case}: PodMonitor lacks the label {k}={v}")
+    spec = pm["spec"]
+    f.check(set(spec) <= POD_MONITOR_SPEC, f"{case}: PodMonitor spec fields {sorted(set(spec) - POD_MONITOR_SPEC)} unknown")
+    endpoints = spec.get("podMetricsEndpoints", [])
+    for e in endpoints:
+        f.check(set(e) <= POD_MONITOR_ENDPOINT, f"{case}: PodMonitor endpoint fields {sorted(set(e) - POD_MONITOR_ENDPOINT)} unknown")
+        f.check(e.get("path") == values["metrics"]["path"], f"{case}: PodMonitor endpoint {e} path, expected {values['metrics']['path']}")
+        for key in ("interval", "scrapeTimeout"):
+            f.check(e.get(key, "") == values["metrics"]["podMonitor"][key], f"{case}: PodMonitor endpoint {key} {e.get(key)}")
+    ports = {e.get("port") for e in endpoints}
+    # Every pod serving metrics is selected and reached on its port name; nothing is scraped twice.
+    for dep in deployments.values():
+        c = containers(dep)[0]
+        serving = "http" if c["name"] == "api" else "metrics" if metrics_on(values) else None
+        selected = selects(spec["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+        if serving:
+            f.check(selected and serving in ports and serving in container_ports(c),
+                    f"{case}: the PodMonitor does not scrape {dep['metadata']['name']} on its {serving} port")
+        f.check(len(ports & set(container_ports(c))) <= 1, f"{case}: the PodMonitor scrapes {dep['metadata']['name']} twice")
+    f.check(len(ports) == len(endpoints), f"{case}: PodMonitor endpoints repeat a port: {endpoints}")
+
+
+def check_ingress(values: dict, by_kind: dict, full: str, case: str, f: Failures) -> None:
+    """A host without paths of its own routes the public API, never GET /metrics (no auth) or the probes."""
+    ing = by_kind.get("Ingress", {}).get(f"{full}-api")
+    if not values["api"]["ingress"]["enabled"] or not f.check(ing is not None, f"{case}: no Ingress {full}-api"):
+        return
+    rules = {r["host"]: r["http"]["paths"] for r in ing["spec"]["rules"]}
+    for host in values["api"]["ingress"]["hosts"]:
+        paths = rules.get(host["host"], [])
+        if host.get("paths"):
+            f.check([p["path"] for p in paths] == [p["path"] for p in host["paths"]], f"{case}: Ingress host {host['host']} paths {paths}")
+            continue
+        routed = {p["path"] for p in paths}
+        f.check("/v1" in routed, f"{case}: Ingress host {host['host']} does not route /v1 ({sorted(routed)})")
+        for private in (values["metrics"]["path"], "/healthz", "/readyz"):
+            reached = [p["path"] for p in paths
+                       if private == p["path"] or (p["pathType"] == "Prefix" and private.startswith(p["path"].rstrip("/") + "/"))]
+            f.check(not reached, f"{case}: Ingress host {host['host']} exposes {private} through {reached}")
 
 
 def worker_settings(values: dict, name: str) -> dict:
@@ -126,6 +251,7 @@ def check_release(values: dict, docs: list[dict], app_version: str, case: str, f
         psc = spec.get("securityContext", {})
         f.check(psc.get("runAsNonRoot") is True, f"{name}: pod securityContext.runAsNonRoot is not true")
         f.check(spec.get("automountServiceAccountToken") is False, f"{name}: mounts a service account token")
+        check_probe_ports(doc, case, f)
         for c in spec["containers"]:
             sc = c.get("securityContext", {})
             f.check(sc.get("readOnlyRootFilesystem") is True, f"{name}/{c['name']}: root filesystem is writable")
@@ -205,15 +331,11 @@ def check_release(values: dict, docs: list[dict], app_version: str, case: str, f
             matched = [d["metadata"]["name"] for d in deployments.values()
                        if selects(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
             f.check(matched == [api_name], f"{case}: Service {api_name} selects the pods of {matched}")
-        annotations = api["spec"]["template"]["metadata"].get("annotations", {})
-        if values["metrics"]["scrapeAnnotations"]:
-            f.check(annotations.get("prometheus.io/scrape") == "true"
-                    and annotations.get("prometheus.io/port") == str(port)
-                    and annotations.get("prometheus.io/path") == values["metrics"]["path"],
-                    f"{case}: {api_name} scrape annotations {annotations}")
-        else:
-            f.check("prometheus.io/scrape" not in annotations, f"{case}: scrape annotations without metrics.scrapeAnnotations")
+        check_scrape_annotations(values, values["api"]["podAnnotations"], api, port, case, f)
+        f.check(METRICS_VAR not in env_of(c), f"{case}: {api_name} sets {METRICS_VAR}; the API serves /metrics on PORT")
         check_scaling(values["api"], api, by_kind, case, f)
+    check_ingress(values, by_kind, full, case, f)
+    check_pod_monitor(values, by_kind, deployments, full, case, f)
 
     # --- scheduler: its own Deployment, N replicas (each tick fires once across them) ---
     sched_name = f"{full}-scheduler"
@@ -233,6 +355,7 @@ def check_release(values: dict, docs: list[dict], app_version: str, case: str, f
         else:
             f.check(schedules_file is None, f"{case}: WHARF_SCHEDULES_FILE set without scheduler.schedules")
         check_pdb(values["scheduler"], sched, by_kind, case, f)
+        check_metrics_server(values, values["scheduler"], sched, case, f)
 
     # --- workers: one Deployment per enabled entry, right pools, grace shorter than the pod's ---
     expected_workers = set()
@@ -259,6 +382,7 @@ def check_release(values: dict, docs: list[dict], app_version: str, case: str, f
         if "resources" in (values["workers"][name] or {}):
             f.check(c.get("resources") == values["workers"][name]["resources"], f"{case}: {dep_name} resources {c.get('resources')}")
         check_scaling(w, dep, by_kind, case, f)
+        check_metrics_server(values, w, dep, case, f)
     rendered_workers = {n for n in deployments if n.startswith(f"{full}-worker-")}
     f.check(rendered_workers == expected_workers, f"{case}: worker Deployments {sorted(rendered_workers)}, expected {sorted(expected_workers)}")
 
@@ -332,6 +456,14 @@ def check_defaults(values: dict, docs: list[dict], f: Failures) -> None:
         f.check(worker_settings(values, pool)["pools"] == [pool], f"{case}: workers.{pool} does not run the {pool} pool")
     f.check(not values["secret"]["create"] and not values["existingSecret"], f"{case}: a default Secret")
     f.check(values["migrations"]["enabled"], f"{case}: migrations are off by default")
+    m = values["metrics"]
+    f.check(m["port"] == METRICS_PORT, f"{case}: metrics.port {m['port']}, expected {METRICS_VAR}'s default {METRICS_PORT}")
+    f.check(m["scrapeAnnotations"] is True, f"{case}: scrape annotations are off by default")
+    f.check(m["podMonitor"]["enabled"] is False, f"{case}: a PodMonitor by default (it needs the Prometheus Operator's CRDs)")
+    f.check(values["podSecurityContext"]["runAsUser"] == RUN_AS_USER, f"{case}: runAsUser {values['podSecurityContext']['runAsUser']}")
+    for role in ("scheduler", "workerDefaults"):
+        f.check(values[role]["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"},
+                f"{case}: {role}.livenessProbe is not GET /healthz on the metrics port")
 
 
 def check_refused(chart: helm.Chart, f: Failures) -> None:
@@ -344,6 +476,11 @@ def check_refused(chart: helm.Chart, f: Failures) -> None:
          {"workers": {"email": {"shutdownGraceSeconds": 60, "terminationGracePeriodSeconds": 60}}},
          "must be longer than its shutdownGraceSeconds"),
         (f"{GRACE_VAR} in env (the pod's grace would not follow it)", {"env": {GRACE_VAR: "120"}}, f"env.{GRACE_VAR}"),
+        (f"{METRICS_VAR} in a pool's env (its port and probes would not follow it)",
+         {"workers": {"email": {"env": {METRICS_VAR: "9100"}}}}, f"workers.email.env.{METRICS_VAR}"),
+        ("a PodMonitor with nothing to scrape", {"api": {"enabled": False}, "metrics": {"port": 0, "podMonitor": {"enabled": True}}},
+         "nothing serves metrics"),
+        ("a misspelt PodMonitor setting", {"metrics": {"podMonitor": {"enable": True}}}, "'enable' not allowed"),
         ("a worker without pools", {"workers": {"extra": {"replicas": 1}}}, "workers.extra.pools"),
         ("an unknown pool", {"workers": {"extra": {"pools": ["emails"]}}}, "/workers/extra"),
         ("a misspelt worker setting", {"workers": {"email": {"pool": ["email"]}}}, "'pool' not allowed"),
@@ -397,6 +534,7 @@ def run(chart_dir: str) -> Failures:
         names = {d["metadata"]["name"] for d in other if d["kind"] == "Deployment"}
         f.check("prod-wharf-api" in names and "prod-wharf-worker-email" in names, f"release prod: Deployments {sorted(names)}")
     check_grace_variable(chart_dir, f)
+    check_source_agrees(chart_dir, f)
     return f
 
 
@@ -406,6 +544,23 @@ def check_grace_variable(chart_dir: str, f: Failures) -> None:
     if os.path.exists(config):
         with open(config) as fh:
             f.check(f'"{GRACE_VAR}"' in fh.read(), f"src/config.rs does not read {GRACE_VAR}: the chart sets the wrong variable")
+
+
+def check_source_agrees(chart_dir: str, f: Failures) -> None:
+    """METRICS_PORT's default in src/config.rs, and the Dockerfile's user, are what the chart assumes."""
+    root = os.path.join(chart_dir, "..", "..")
+    config = os.path.join(root, "src", "config.rs")
+    if os.path.exists(config):
+        with open(config) as fh:
+            m = re.search(rf'"{METRICS_VAR}",\s*(\d+)', fh.read())
+        f.check(m is not None and int(m.group(1)) == METRICS_PORT,
+                f"src/config.rs: {METRICS_VAR} default is {m and m.group(1)}, the chart assumes {METRICS_PORT}")
+    dockerfile = os.path.join(root, "Dockerfile")
+    if f.check(os.path.exists(dockerfile), "no Dockerfile at the repository root (the chart's image)"):
+        with open(dockerfile) as fh:
+            users = re.findall(r"^USER\s+(\S+)", fh.read(), re.M)
+        f.check(users[-1:] == [f"{RUN_AS_USER}:{RUN_AS_USER}"],
+                f"Dockerfile: the image runs as {users[-1:] or 'root'}, the pods as {RUN_AS_USER}:{RUN_AS_USER}")
 
 
 def main(argv: list[str]) -> int:

@@ -95,6 +95,9 @@ true
 {{- if eq $k "PORT" }}
 {{- fail (printf "%s.PORT: set api.port instead (it is the container's PORT and the Service's port)" $.where) }}
 {{- end }}
+{{- if eq $k "METRICS_PORT" }}
+{{- fail (printf "%s.METRICS_PORT: set metrics.port instead (it is the containerPort the probes and scrape annotations use)" $.where) }}
+{{- end }}
 {{- if eq $k "WORKER_SHUTDOWN_GRACE_SECONDS" }}
 {{- fail (printf "%s.WORKER_SHUTDOWN_GRACE_SECONDS: set workerDefaults.shutdownGraceSeconds or workers.<name>.shutdownGraceSeconds instead (the pod's terminationGracePeriodSeconds follows it)" $.where) }}
 {{- end }}
@@ -232,6 +235,49 @@ env:
   {{- end }}
 securityContext:
   {{- toYaml $root.Values.securityContext | nindent 2 }}
+{{- end }}
+
+{{/* Whether workers and the scheduler serve /metrics and /healthz (METRICS_PORT is not 0). Argument: root. */}}
+{{- define "wharf.metricsServerOn" -}}
+{{- if gt (int .Values.metrics.port) 0 }}true{{ end }}
+{{- end }}
+
+{{/* The env entry every worker and scheduler container gets: METRICS_PORT = metrics.port. Argument: root. */}}
+{{- define "wharf.metricsPortEnv" -}}
+{{- dict "name" "METRICS_PORT" "value" (toString (int .Values.metrics.port)) | toYaml }}
+{{- end }}
+
+{{/*
+prometheus.io/* pod annotations as YAML (fromYaml: a map), if metrics.scrapeAnnotations and the
+port is not 0. A pod's own podAnnotations of the same names win. Arguments: root, port.
+*/}}
+{{- define "wharf.scrapeAnnotations" -}}
+{{- if and .root.Values.metrics.scrapeAnnotations (gt (int .port) 0) }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | int | toString | quote }}
+prometheus.io/path: {{ .root.Values.metrics.path | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The metrics port of a worker or scheduler container and the probes on it (/healthz), unless
+metrics.port is 0. Arguments: root, role (its livenessProbe and startupProbe).
+*/}}
+{{- define "wharf.metricsServer" -}}
+{{- if include "wharf.metricsServerOn" .root }}
+ports:
+  - name: metrics
+    containerPort: {{ int .root.Values.metrics.port }}
+    protocol: TCP
+{{- with .role.startupProbe }}
+startupProbe:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .role.livenessProbe }}
+livenessProbe:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
