@@ -1,5 +1,6 @@
 //! Worker pools: the runtime that claims, runs and settles jobs, and one module per job kind.
 
+pub mod breaker;
 pub mod diagnostic;
 pub mod email;
 pub mod embeddings;

@@ -17,7 +17,6 @@
 //! suppressed is added to the suppression list; an email whose every `to` recipient is
 //! suppressed is not sent and its job succeeds with `result.status = "suppressed"`.
 
-mod breaker;
 pub mod config;
 mod http;
 pub mod message;
@@ -48,8 +47,8 @@ pub use config::{
 };
 pub use message::{InvalidMessage, JOB_ID_HEADER, TAGS_HEADER, build_message, build_mime, message_id_for};
 
+use crate::breaker::{Admit, Breaker};
 use crate::handler::{Handler, JobContext, JobError, JobResult};
-use breaker::{Admit, Breaker};
 use outbox::OutboxProvider;
 use postmark::PostmarkProvider;
 use resend::ResendProvider;
@@ -214,7 +213,11 @@ impl EmailHandler {
                 EmailProviderConfig::Postmark(pm) => Transport::Postmark(PostmarkProvider::new(pm, cfg.timeout)),
                 EmailProviderConfig::Ses(s) => Transport::Ses(Box::new(SesProvider::new(s, cfg.timeout))),
             };
-            providers.push(Slot { name: p.name(), transport, breaker: Breaker::new(cfg.breaker) });
+            providers.push(Slot {
+                name: p.name(),
+                transport,
+                breaker: Breaker::new("email", cfg.breaker.failures, cfg.breaker.cooldown),
+            });
         }
         Ok(EmailHandler {
             providers,

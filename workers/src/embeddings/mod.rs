@@ -45,9 +45,10 @@ use wharf_jobs::{
 
 pub use self::{
     config::{EmbeddingsConfig, ProviderConfig, RemoteConfig},
-    provider::{Breaker, Provider, ProviderError},
+    provider::{Provider, ProviderError},
 };
 use crate::{
+    breaker::{Admit, Breaker},
     handler::{Handler, JobContext, JobError, JobResult},
     kinds::retry_from_env,
     registry::Registry,
@@ -186,7 +187,7 @@ impl EmbeddingHandler {
                     #[cfg(not(feature = "local-embeddings"))]
                     ProviderConfig::Local => unreachable!("EmbeddingsConfig only lists Local when it is built in"),
                 };
-                Slot { provider, breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown) }
+                Slot { provider, breaker: Breaker::new("embeddings", cfg.breaker_failures, cfg.breaker_cooldown) }
             })
             .collect();
         let cache = moka::sync::Cache::builder().max_capacity(cfg.cache_entries).time_to_live(cfg.cache_ttl).build();
@@ -291,7 +292,7 @@ impl Inner {
             let last = i + 1 == candidates;
             let mut waits = 0;
             loop {
-                if let Some(wait) = slot.breaker.check() {
+                if let Admit::No(wait) = slot.breaker.admit() {
                     // The last resort is waited for when it opens again soon.
                     if last && wait <= self.cfg.max_inline_wait && waits < 3 {
                         waits += 1;
@@ -323,6 +324,8 @@ impl Inner {
                         let wait = retry_after.unwrap_or(Duration::from_secs(1));
                         if wait <= self.cfg.max_inline_wait && waits < 3 {
                             tracing::info!(provider = name, wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+                            // A half-open trial is given back: the retry after the wait is the trial.
+                            slot.breaker.release();
                             waits += 1;
                             sleep_or_shutdown(wait, shutdown).await.map_err(BatchError::Stop)?;
                             continue;

@@ -1,9 +1,7 @@
-//! What an embedding provider is, how its failures are told apart, and its circuit breaker.
+//! What an embedding provider is and how its failures are told apart (the circuit breaker is
+//! shared with email: `crate::breaker`).
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -85,68 +83,6 @@ pub fn check_vectors(vectors: &[Vec<f32>], expected: usize) -> Result<(), Provid
     Ok(())
 }
 
-/// Per-provider circuit breaker: `threshold` consecutive failures open it for `cooldown`; then
-/// one request at a time is let through until one succeeds. A rate limit opens it until the
-/// provider's `Retry-After`, without counting as a failure.
-pub struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    state: Mutex<BreakerState>,
-}
-
-#[derive(Default)]
-struct BreakerState {
-    failures: u32,
-    open_until: Option<Instant>,
-    /// A trial request is out after the cooldown.
-    probing: bool,
-}
-
-impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Breaker { threshold, cooldown, state: Mutex::default() }
-    }
-
-    /// Whether a request may go out now; `None` if yes, else how long until it may.
-    pub fn check(&self) -> Option<Duration> {
-        let mut s = self.state.lock().expect("breaker");
-        let now = Instant::now();
-        match s.open_until {
-            Some(t) if t > now => Some(t - now),
-            Some(_) if s.probing => Some(Duration::from_millis(100)),
-            Some(_) => {
-                s.probing = true;
-                None
-            }
-            None => None,
-        }
-    }
-
-    pub fn success(&self) {
-        *self.state.lock().expect("breaker") = BreakerState::default();
-    }
-
-    pub fn failure(&self) {
-        let mut s = self.state.lock().expect("breaker");
-        s.failures += 1;
-        s.probing = false;
-        if s.failures >= self.threshold {
-            s.open_until = Some(Instant::now() + self.cooldown);
-        }
-    }
-
-    pub fn rate_limited(&self, wait: Duration) {
-        let mut s = self.state.lock().expect("breaker");
-        let until = Instant::now() + wait;
-        s.probing = false;
-        s.open_until = Some(s.open_until.map_or(until, |t| t.max(until)));
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.state.lock().expect("breaker").open_until.is_some_and(|t| t > Instant::now())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,29 +111,5 @@ mod tests {
         assert!(check_vectors(&[vec![1.0], vec![1.0, 2.0]], 2).is_err());
         assert!(check_vectors(&[vec![]], 1).is_err());
         assert!(check_vectors(&[vec![f32::NAN]], 1).is_err());
-    }
-
-    #[test]
-    fn breaker_opens_after_consecutive_failures_and_probes_after_the_cooldown() {
-        let b = Breaker::new(2, Duration::from_millis(50));
-        b.failure();
-        assert_eq!(b.check(), None, "one failure leaves it closed");
-        b.failure();
-        assert!(b.check().is_some() && b.is_open());
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(b.check(), None, "a probe goes out after the cooldown");
-        assert!(b.check().is_some(), "only one probe at a time");
-        b.success();
-        assert_eq!(b.check(), None);
-        assert!(!b.is_open());
-    }
-
-    #[test]
-    fn a_rate_limit_closes_the_provider_until_retry_after() {
-        let b = Breaker::new(5, Duration::from_secs(30));
-        b.rate_limited(Duration::from_millis(40));
-        assert!(b.check().unwrap() <= Duration::from_millis(40));
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(b.check(), None);
     }
 }

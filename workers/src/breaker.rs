@@ -1,14 +1,13 @@
-//! A circuit breaker per provider, in-process (each worker process keeps its own view).
-//! Closed: every send goes through; `failures` consecutive transient failures open it. Open:
-//! the provider is skipped for `cooldown`. Then half-open: one trial send goes through (others
-//! still skip); its success closes the circuit, its failure opens it for another cooldown.
+//! A circuit breaker per provider (email providers, embedding providers), in-process: each
+//! worker process keeps its own view. Closed: every call goes through; `failures` consecutive
+//! transient failures open it. Open: the provider is skipped for `cooldown` (or until a rate
+//! limit's `Retry-After`). Then half-open: one trial call goes through (others still skip); its
+//! success closes the circuit, its failure opens it for another cooldown.
 
 use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
-
-use super::config::BreakerConfig;
 
 #[derive(Debug)]
 enum State {
@@ -18,29 +17,33 @@ enum State {
 }
 
 #[derive(Debug)]
-pub(super) struct Breaker {
-    cfg: BreakerConfig,
+pub struct Breaker {
+    /// Consecutive transient failures that open the circuit.
+    failures: u32,
+    cooldown: Duration,
+    /// Names the breaker in logs (`email`, `embeddings`).
+    what: &'static str,
     state: Mutex<State>,
 }
 
-/// Whether a send may go to the provider now.
+/// Whether a call may go to the provider now.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Admit {
+pub enum Admit {
     Yes,
     /// The circuit is open (or its one trial is in flight): skip; it may admit again after this.
     No(Duration),
 }
 
 impl Breaker {
-    pub(super) fn new(cfg: BreakerConfig) -> Self {
-        Breaker { cfg, state: Mutex::new(State::Closed { failures: 0 }) }
+    pub fn new(what: &'static str, failures: u32, cooldown: Duration) -> Self {
+        Breaker { failures: failures.max(1), cooldown, what, state: Mutex::new(State::Closed { failures: 0 }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn admit(&self) -> Admit {
+    pub fn admit(&self) -> Admit {
         let mut s = self.lock();
         match *s {
             State::Closed { .. } => Admit::Yes,
@@ -61,29 +64,40 @@ impl Breaker {
         }
     }
 
-    /// The provider answered (accepted, or rejected the message itself: it is up).
-    pub(super) fn success(&self) {
+    /// The provider answered (accepted, or rejected the input itself: it is up).
+    pub fn success(&self) {
         *self.lock() = State::Closed { failures: 0 };
     }
 
     /// A transient failure (timeout, refused connection, 5xx, 429).
-    pub(super) fn failure(&self) {
+    pub fn failure(&self) {
         let mut s = self.lock();
         let failures = match *s {
             State::Closed { failures } => failures + 1,
-            State::HalfOpen { .. } | State::Open { .. } => self.cfg.failures,
+            State::HalfOpen { .. } | State::Open { .. } => self.failures,
         };
-        *s = if failures >= self.cfg.failures {
-            tracing::warn!(cooldown_ms = self.cfg.cooldown.as_millis() as u64, "email provider circuit opened");
-            State::Open { until: Instant::now() + self.cfg.cooldown }
+        *s = if failures >= self.failures {
+            tracing::warn!(cooldown_ms = self.cooldown.as_millis() as u64, "{} provider circuit opened", self.what);
+            State::Open { until: Instant::now() + self.cooldown }
         } else {
             State::Closed { failures }
         };
     }
 
+    /// The provider asked to wait (`Retry-After`): skip it until then, without counting a
+    /// failure; an open circuit stays open at least as long as it was.
+    pub fn rate_limited(&self, wait: Duration) {
+        let mut s = self.lock();
+        let until = Instant::now() + wait;
+        *s = match *s {
+            State::Open { until: t } => State::Open { until: t.max(until) },
+            _ => State::Open { until },
+        };
+    }
+
     /// An admitted send that did not reach the provider (nothing to learn): a half-open trial
     /// is given back.
-    pub(super) fn release(&self) {
+    pub fn release(&self) {
         let mut s = self.lock();
         if let State::HalfOpen { trial: true } = *s {
             *s = State::HalfOpen { trial: false };
@@ -91,7 +105,7 @@ impl Breaker {
     }
 
     /// `closed`, `open` or `half_open`, for results and metrics.
-    pub(super) fn state_name(&self) -> &'static str {
+    pub fn state_name(&self) -> &'static str {
         match *self.lock() {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",
@@ -105,7 +119,7 @@ mod tests {
     use super::*;
 
     fn breaker(failures: u32, cooldown_ms: u64) -> Breaker {
-        Breaker::new(BreakerConfig { failures, cooldown: Duration::from_millis(cooldown_ms) })
+        Breaker::new("test", failures, Duration::from_millis(cooldown_ms))
     }
 
     #[test]
@@ -140,5 +154,20 @@ mod tests {
         assert_eq!(b.state_name(), "closed");
         assert_eq!(b.admit(), Admit::Yes);
         assert_eq!(b.admit(), Admit::Yes);
+    }
+
+    #[test]
+    fn a_rate_limit_skips_the_provider_until_retry_after_without_counting_a_failure() {
+        let b = breaker(1, 60_000);
+        b.rate_limited(Duration::from_millis(40));
+        assert!(matches!(b.admit(), Admit::No(d) if d <= Duration::from_millis(40)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(b.admit(), Admit::Yes, "one trial after Retry-After");
+        b.success();
+        assert_eq!(b.state_name(), "closed");
+        // A shorter Retry-After does not shorten an open circuit.
+        b.failure();
+        b.rate_limited(Duration::from_millis(1));
+        assert!(matches!(b.admit(), Admit::No(d) if d > Duration::from_secs(59)));
     }
 }
