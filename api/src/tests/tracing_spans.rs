@@ -70,3 +70,56 @@ async fn request_span_records_tenant_job_and_trace() {
     assert!(has("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"), "{fields:?}");
     assert!(has("status", "202"), "{fields:?}");
 }
+
+/// What an OpenTelemetry tracer provider exported (ended spans, in order).
+#[derive(Clone, Debug, Default)]
+struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Exported {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn with_opentelemetry_the_request_span_joins_the_trace_and_jobs_carry_its_context() {
+    use opentelemetry::trace::TracerProvider as _;
+
+    let exported = Exported::default();
+    let provider =
+        opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(exported.clone()).build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let _guard = tracing_subscriber::registry().with(layer).set_default();
+    tracing::callsite::rebuild_interest_cache();
+    let h = Harness::new().await;
+    let key = h.admin("acme").await;
+    let post = |traceparent: Option<&'static str>| {
+        let mut req = h.cli.post("/v1/emails").header("Authorization", bearer(&key)).body_json(&email_body());
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        async {
+            let r = send(req).await;
+            let id: wharf_jobs::JobId = r.assert_status(202)["id"].as_str().unwrap().parse().unwrap();
+            h.store.job("acme", id).await.unwrap().unwrap().traceparent.unwrap()
+        }
+    };
+
+    let stored = post(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).await;
+    let spans = exported.0.lock().unwrap().clone();
+    let request = spans.iter().find(|s| s.name == "http_request").expect("the request span was exported");
+    assert_eq!(request.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(request.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(request.parent_span_is_remote);
+    assert_eq!(stored, format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", request.span_context.span_id()));
+
+    // Without a traceparent the request span starts a trace, and the job carries it.
+    exported.0.lock().unwrap().clear();
+    let stored = post(None).await;
+    let spans = exported.0.lock().unwrap().clone();
+    let request = spans.iter().find(|s| s.name == "http_request").expect("the request span was exported");
+    assert_eq!(request.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    let ctx = &request.span_context;
+    assert_eq!(stored, format!("00-{}-{}-01", ctx.trace_id(), ctx.span_id()));
+}

@@ -125,6 +125,7 @@ impl JobRun {
 
         let span = tracing::info_span!(
             "job",
+            otel.kind = "consumer",
             job.id = %job.id,
             job.kind = %job.kind,
             job.queue = %job.queue,
@@ -133,6 +134,13 @@ impl JobRun {
             traceparent = job.traceparent.as_deref().unwrap_or(""),
             worker = %self.worker,
         );
+        if let Some(traceparent) = &job.traceparent {
+            use opentelemetry::propagation::TextMapPropagator;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // The attempt joins the trace of the request that enqueued the job (Err: export is off).
+            let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.clone())]);
+            let _ = span.set_parent(opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier));
+        }
         let ctx = JobContext {
             id: job.id,
             tenant: job.tenant.clone(),
