@@ -5,12 +5,15 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use chrono::Utc;
 use futures::FutureExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use wharf_jobs::{ClaimedJob, Completion, Outcome, Store, retry::RetryPolicy};
 
-use super::{RuntimeConfig, acker::Acks};
+use super::{
+    RuntimeConfig,
+    acker::{self, Ack, Acks},
+};
 use crate::{
     handler::{JobContext, JobError},
     registry::QueueSpec,
@@ -34,6 +37,9 @@ pub(crate) async fn fetch_loop(pool: Pool) {
     let concurrency = pool.cfg.concurrency.max(1);
     let slots = Arc::new(Semaphore::new(concurrency + pool.cfg.prefetch));
     let running = Arc::new(Semaphore::new(concurrency));
+    // Claimed jobs not yet settled in the store: the claim-ahead plus one acker batch in
+    // flight. A crash re-runs at most this many jobs of the pool, however slow settles are.
+    let unsettled = Arc::new(Semaphore::new(concurrency + pool.cfg.prefetch + acker::MAX_BATCH));
     let queue = pool.spec.queue;
     loop {
         let first = tokio::select! {
@@ -48,6 +54,13 @@ pub(crate) async fn fetch_loop(pool: Pool) {
             }
         }
         let wanted = permits.len();
+        let mut settle_permits = Vec::with_capacity(wanted);
+        for _ in 0..wanted {
+            settle_permits.push(tokio::select! {
+                p = unsettled.clone().acquire_owned() => p.expect("never closed"),
+                _ = pool.stop.cancelled() => return,
+            });
+        }
         let claimed = match pool.store.claim(queue, &pool.worker, wanted as u32, pool.spec.retry.max_attempts).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -60,7 +73,7 @@ pub(crate) async fn fetch_loop(pool: Pool) {
             }
         };
         let got = claimed.len();
-        for (job, slot) in claimed.into_iter().zip(permits.drain(..got)) {
+        for ((job, slot), unsettled) in claimed.into_iter().zip(permits.drain(..got)).zip(settle_permits.drain(..got)) {
             let ctx = JobRun {
                 worker: pool.worker.clone(),
                 spec: pool.spec.clone(),
@@ -70,7 +83,7 @@ pub(crate) async fn fetch_loop(pool: Pool) {
                 running: running.clone(),
             };
             pool.jobs.spawn(async move {
-                ctx.run(job).await;
+                ctx.run(job, unsettled).await;
                 drop(slot);
             });
         }
@@ -103,18 +116,23 @@ struct JobRun {
 }
 
 impl JobRun {
-    async fn run(self, job: ClaimedJob) {
+    /// Runs `job`; its outcome goes to the acker with the `unsettled` permit.
+    async fn run(self, job: ClaimedJob, unsettled: OwnedSemaphorePermit) {
         let returned = |job: &ClaimedJob| Completion {
             id: job.id,
             attempt: job.attempt,
             started_at: Utc::now(),
             outcome: Outcome::Returned,
         };
+        // The acker is gone only when the worker stops after its last job.
+        let ack = |completion: Completion, unsettled: OwnedSemaphorePermit| {
+            let _ = self.acks.send(Ack { completion, unsettled });
+        };
         // Prefetched jobs wait here for an execution slot; on shutdown they go back uncharged.
         let _slot = tokio::select! {
             biased;
             _ = self.stop.cancelled() => {
-                let _ = self.acks.send(returned(&job));
+                ack(returned(&job), unsettled);
                 return;
             }
             p = self.running.clone().acquire_owned() => p.expect("never closed"),
@@ -161,7 +179,7 @@ impl JobRun {
                     },
                     _ = self.kill.cancelled() => {
                         span.in_scope(|| tracing::warn!("interrupted by shutdown; returned to the queue uncharged"));
-                        let _ = self.acks.send(returned(&job));
+                        ack(returned(&job), unsettled);
                         return;
                     }
                 }
@@ -184,7 +202,7 @@ impl JobRun {
             Outcome::Returned => {}
         });
         metrics::counter!("wharf_jobs_finished_total", "kind" => job.kind.clone(), "outcome" => label).increment(1);
-        let _ = self.acks.send(Completion { id: job.id, attempt: job.attempt, started_at, outcome });
+        ack(Completion { id: job.id, attempt: job.attempt, started_at, outcome }, unsettled);
     }
 }
 
