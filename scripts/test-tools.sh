@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Python tools wharf's tests use (SMTP sink: aiosmtpd; S3: moto_server) into a venv,
-# idempotently.
+# and the browser test's tools (Debian's chromium, npm's playwright-core), idempotently.
 #
 #   scripts/test-tools.sh            # installs (fast when already installed)
 #   eval "$(scripts/test-tools.sh | grep '^WHARF_PYTHON=')"; export WHARF_PYTHON
 #
-# The venv lives at ${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/venv. The last line printed is
+# The venv lives at ${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/venv, playwright-core under
+# .../node. It prints `WHARF_NODE_PATH=<node_modules holding playwright-core>` and, last,
 # `WHARF_PYTHON=<path to the venv's python>`, which the tests read.
 set -euo pipefail
 
@@ -119,4 +120,46 @@ if ! chart_installed; then
     chart_installed || { echo "test-tools: the chart check's packages do not import from $py" >&2; exit 1; }
 fi
 
+# The browser test (tests/console.rs): Debian's chromium driven by playwright-core, which ships no
+# browser and downloads none (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD guards that anyway). A failure
+# here is reported but does not stop the other tools: that test then fails, naming what is missing.
+PLAYWRIGHT_CORE_VERSION="1.65.1" # needs Node >= 20
+node_dir="$tools_dir/node"
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "test-tools: cannot install $* without root; run: sudo apt-get install -y --no-install-recommends $*" >&2
+        return 1
+    fi
+    echo "test-tools: apt-get install $*" >&2
+    # A fresh machine may have no package lists yet.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+if [ ! -x "${WHARF_CHROMIUM:-/usr/bin/chromium}" ]; then
+    apt_install chromium || echo "test-tools: chromium is not installed; tests/console.rs will fail" >&2
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm || echo "test-tools: node/npm are not installed; tests/console.rs will fail" >&2
+fi
+
+playwright_installed() {
+    [ "$(node -p "require('$node_dir/node_modules/playwright-core/package.json').version" 2>/dev/null)" = \
+        "$PLAYWRIGHT_CORE_VERSION" ]
+}
+
+if command -v npm >/dev/null 2>&1 && ! playwright_installed; then
+    node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+    if [ "$node_major" -lt 20 ]; then
+        echo "test-tools: playwright-core $PLAYWRIGHT_CORE_VERSION needs Node >= 20 (found $(node --version 2>/dev/null))" >&2
+    fi
+    echo "test-tools: installing playwright-core@$PLAYWRIGHT_CORE_VERSION into $node_dir" >&2
+    mkdir -p "$node_dir"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$node_dir" --save-exact --no-audit --no-fund \
+        --loglevel=error "playwright-core@$PLAYWRIGHT_CORE_VERSION" >&2 ||
+        echo "test-tools: npm could not install playwright-core; tests/console.rs will fail" >&2
+fi
+
+echo "WHARF_NODE_PATH=$node_dir/node_modules"
 echo "WHARF_PYTHON=$py"

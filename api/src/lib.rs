@@ -11,6 +11,7 @@
 mod audit;
 mod auth;
 mod body;
+mod console;
 mod dead_letters;
 mod email_suppressions;
 mod email_templates;
@@ -136,6 +137,7 @@ pub fn app(state: ApiState) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .nest("/console", console::routes())
         .nest("/", service)
         .around(problem::ensure)
         .around(trace::instrument)
