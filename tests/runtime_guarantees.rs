@@ -157,3 +157,21 @@ async fn grace_expiry_returns_running_job_uncharged(backend: Backend) {
     let job = env.job(TENANT, &slow).await;
     assert_eq!((job.state, job.attempt), (JobState::Queued, 0), "interrupted job returned uncharged");
 }
+
+/// The LISTEN task of a PostgreSQL store holds a pool connection; closing the pool must end it
+/// (before, `PgPool::close` waited forever), and wake-ups must work until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_postgres_store_ends_its_listen_task() {
+    let env = TestEnv::new(Backend::Postgres).await;
+    let store = wharf_jobs::store::PostgresStore::connect(&wharf_jobs::StoreConfig::new(&env.database_url))
+        .await
+        .expect("connect");
+    let wakeups = wharf_jobs::Store::wakeups(&store).await.expect("LISTEN");
+    let signal = wakeups.queue("diagnostic");
+    let waiting = tokio::spawn(async move { signal.notified().await });
+    enqueue_diagnostic(&store, "acme", DiagnosticJob::Noop).await;
+    tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("a NOTIFY wakes the queue").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), store.pool().close())
+        .await
+        .expect("PgPool::close returns once the LISTEN task has ended");
+}

@@ -741,14 +741,24 @@ impl Store for PostgresStore {
                 let mut listener = PgListener::connect_with(&pool).await?;
                 listener.listen(NOTIFY_CHANNEL).await?;
                 let w = Arc::downgrade(&wakeups);
+                // Ends when the pool is closed (its connection would otherwise keep
+                // `PgPool::close` waiting forever) or the store is gone.
+                let closed = pool.close_event();
                 tokio::spawn(async move {
+                    tokio::pin!(closed);
                     loop {
                         // `recv` reconnects by itself after a lost connection.
-                        match listener.recv().await {
+                        let received = tokio::select! {
+                            r = listener.recv() => r,
+                            _ = &mut closed => return,
+                        };
+                        match received {
                             Ok(n) => match w.upgrade() {
                                 Some(w) => w.notify(n.payload()),
                                 None => return,
                             },
+                            Err(sqlx::Error::PoolClosed) => return,
+                            Err(_) if w.strong_count() == 0 => return,
                             Err(e) => {
                                 tracing::warn!(error = %e, "LISTEN connection failed; polling covers the gap");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
