@@ -101,9 +101,8 @@ pub async fn serve(metrics: Metrics) -> Result<()> {
     let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
     let worker = Worker::new(store.clone(), registry, &default_pools(), cfg.runtime.clone())?;
     println!(
-        "wharf: serving on {} (docs {}/docs), store {}, outbox {}",
-        cfg.public_url,
-        cfg.public_url,
+        "wharf: serving on {url} (console {url}/console, docs {url}/docs), store {}, outbox {}",
+        url = cfg.public_url,
         redact(&cfg.store.url),
         cfg.data_dir.join("outbox").display()
     );

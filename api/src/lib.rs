@@ -128,8 +128,8 @@ pub fn openapi_json(state: ApiState) -> String {
     service(state).spec()
 }
 
-/// The whole API, ready for `poem::Server`: `/v1/…`, `/healthz`, `/readyz`, `/openapi.json`
-/// and `/docs` (Swagger UI).
+/// The whole API, ready for `poem::Server`: `/v1/…`, `/healthz`, `/readyz`, `/openapi.json`,
+/// `/docs` (Swagger UI) and `/console` (the web console). The binary adds `/metrics`.
 pub fn app(state: ApiState) -> impl Endpoint<Output = Response> {
     let service = service(state);
     let spec = service.spec_endpoint();
