@@ -101,10 +101,10 @@ pub async fn serve(metrics: Metrics) -> Result<()> {
     let registry = wharf_workers::kinds::registry(&cfg.env, &cfg.data_dir, &store)?;
     let worker = Worker::new(store.clone(), registry, &default_pools(), cfg.runtime.clone())?;
     println!(
-        "wharf: serving on {url} (console {url}/console, docs {url}/docs), store {}, outbox {}",
+        "wharf: serving on {url} (console {url}/console, docs {url}/docs), store {store}, outbox {outbox}",
         url = cfg.public_url,
-        redact(&cfg.store.url),
-        cfg.data_dir.join("outbox").display()
+        store = redact(&cfg.store.url),
+        outbox = cfg.data_dir.join("outbox").display()
     );
     if let Some(path) = key_file {
         println!(
