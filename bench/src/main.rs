@@ -9,9 +9,11 @@
 
 mod db;
 mod embeddings;
+mod http;
 mod raw_apalis;
 mod record;
 mod timed;
+mod w3;
 mod webhooks;
 mod wharf;
 
@@ -31,6 +33,8 @@ use crate::{
 enum Workload {
     W1,
     W2,
+    /// W1 with two worker processes (wharf-postgres only; its own table).
+    W3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -112,6 +116,9 @@ struct Args {
     /// Internal: run one `backend:config:workload` in this process and print its result as JSON.
     #[arg(long, hide = true)]
     run_one: Option<String>,
+    /// Internal: one W3 worker process on this database URL until stdin closes.
+    #[arg(long, hide = true)]
+    w3_worker: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -120,6 +127,8 @@ enum Suite {
     Webhooks(webhooks::Args),
     /// Documents per second through the local OpenAI-compatible embedding server at two batch sizes.
     Embeddings(embeddings::Args),
+    /// `POST /v1/emails` through the release `wharf api` with hey: req/s, latency, 202s vs stored jobs.
+    Http(http::Args),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -353,6 +362,7 @@ async fn run_one(args: &Args, spec: &str) -> Result<()> {
             match workload {
                 Workload::W1 => wharf::w1(b, &setup, &rt, args.n, args.chunk, limits).await.map(Outcome::W1),
                 Workload::W2 => wharf::w2(b, &setup, &rt, args.w2_jobs, args.w2_rate, limits).await.map(Outcome::W2),
+                Workload::W3 => Err(anyhow!("W3 runs from the parent (w3::run)")),
             }
         }
         BackendArg::ApalisPostgres => {
@@ -362,6 +372,7 @@ async fn run_one(args: &Args, spec: &str) -> Result<()> {
                 Workload::W2 => {
                     raw_apalis::w2(&args.pg, &cfg, args.w2_jobs, args.w2_rate, limits).await.map(Outcome::W2)
                 }
+                Workload::W3 => Err(anyhow!("W3 runs on wharf-postgres only")),
             }
         }
     }
@@ -440,6 +451,7 @@ async fn main() -> Result<()> {
     match args.suite {
         Some(Suite::Webhooks(a)) => return webhooks::run(a).await,
         Some(Suite::Embeddings(a)) => return embeddings::run(a).await,
+        Some(Suite::Http(a)) => return http::run(a).await,
         None => {}
     }
     if args.w2_rate <= 0.0 {
@@ -448,8 +460,14 @@ async fn main() -> Result<()> {
     if let Some(spec) = &args.run_one {
         return run_one(&args, spec).await;
     }
-    let w1 = args.only != Some(Workload::W2);
-    let w2 = args.only != Some(Workload::W1);
+    if let Some(url) = &args.w3_worker {
+        return w3::worker(&args, url).await;
+    }
+    if args.only == Some(Workload::W3) {
+        return if w3::run(&args).await? { Ok(()) } else { bail!("W3: lost or duplicated jobs, or a failed run") };
+    }
+    let w1 = args.only.is_none() || args.only == Some(Workload::W1);
+    let w2 = args.only.is_none() || args.only == Some(Workload::W2);
     let started = std::time::SystemTime::now();
 
     let mut rows = Vec::new();
@@ -517,8 +535,11 @@ async fn main() -> Result<()> {
         );
         std::fs::write(path, md)?;
     }
-    let failed: Vec<String> =
+    let mut failed: Vec<String> =
         rows.iter().filter(|r| !r.ok()).map(|r| format!("{} / {}", r.backend, r.config)).collect();
+    if args.only.is_none() && args.backends.contains(&BackendArg::WharfPostgres) && !w3::run(&args).await? {
+        failed.push("W3".into());
+    }
     if !failed.is_empty() {
         bail!("lost or duplicated jobs, or a failed run: {}", failed.join(", "));
     }
