@@ -123,8 +123,8 @@ async fn close(store: Arc<dyn Store>, place: Place) -> Result<()> {
     let db = store.db();
     drop(store);
     match (db, place) {
-        // Not `PgPool::close()`: the store's LISTEN task holds a pooled connection for the life
-        // of the process (docs/benchmarks.md, proposal 5); dropping the database ends it.
+        // Dropping the database WITH (FORCE) ends every session on it, the store's LISTEN
+        // connection included, so the pool is not closed first.
         (_, Place::Pg(p)) => p.drop_db().await?,
         (Db::Sqlite(pool), Place::Sqlite(f)) => {
             pool.close().await;

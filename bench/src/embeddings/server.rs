@@ -82,7 +82,13 @@ impl EmbServer {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting {} with {}", script.display(), python.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} with {} (run scripts/test-tools.sh and pass the WHARF_PYTHON it prints)",
+                    script.display(),
+                    python.display()
+                )
+            })?;
         let mut server = EmbServer { child, root: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
