@@ -75,6 +75,20 @@ async fn request_span_records_tenant_job_and_trace() {
 #[derive(Clone, Debug, Default)]
 struct Exported(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
 
+impl Exported {
+    /// The request span, once it has ended: the response can reach the client a moment before
+    /// the span around the request closes.
+    async fn request_span(&self) -> opentelemetry_sdk::trace::SpanData {
+        for _ in 0..200 {
+            if let Some(s) = self.0.lock().unwrap().iter().find(|s| s.name == "http_request") {
+                return s.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the request span was not exported within 2 s");
+    }
+}
+
 impl opentelemetry_sdk::trace::SpanExporter for Exported {
     async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
         self.0.lock().unwrap().extend(batch);
@@ -107,8 +121,7 @@ async fn with_opentelemetry_the_request_span_joins_the_trace_and_jobs_carry_its_
     };
 
     let stored = post(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).await;
-    let spans = exported.0.lock().unwrap().clone();
-    let request = spans.iter().find(|s| s.name == "http_request").expect("the request span was exported");
+    let request = exported.request_span().await;
     assert_eq!(request.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(request.parent_span_id.to_string(), "00f067aa0ba902b7");
     assert!(request.parent_span_is_remote);
@@ -117,8 +130,7 @@ async fn with_opentelemetry_the_request_span_joins_the_trace_and_jobs_carry_its_
     // Without a traceparent the request span starts a trace, and the job carries it.
     exported.0.lock().unwrap().clear();
     let stored = post(None).await;
-    let spans = exported.0.lock().unwrap().clone();
-    let request = spans.iter().find(|s| s.name == "http_request").expect("the request span was exported");
+    let request = exported.request_span().await;
     assert_eq!(request.parent_span_id, opentelemetry::trace::SpanId::INVALID);
     let ctx = &request.span_context;
     assert_eq!(stored, format!("00-{}-{}-01", ctx.trace_id(), ctx.span_id()));
