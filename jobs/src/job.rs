@@ -248,3 +248,17 @@ pub struct Page<T> {
     /// Pass as `after` for the next page; `None` on the last page.
     pub next: Option<JobId>,
 }
+
+impl Page<JobRecord> {
+    /// A page from a query that asked for `limit + 1` rows: the extra row only says that
+    /// another page follows.
+    pub fn from_overfetched(mut items: Vec<JobRecord>, limit: usize) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}

@@ -291,14 +291,8 @@ impl Store for PostgresStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|j| j.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetched(items, limit as usize))
     }
 
     async fn cancel(&self, tenant: &str, id: JobId) -> Result<std::result::Result<JobRecord, CancelRefused>> {
@@ -341,14 +335,8 @@ impl Store for PostgresStore {
             .bind(limit + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|j| j.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_overfetched(items, limit as usize))
     }
 
     async fn replay(
